@@ -1,0 +1,8 @@
+"""toyllora: the claims of the ALLoRA paper (arXiv 2410.09692) put to a measured test on toy models.
+
+Modules: ``conventions`` (shapes and the scale), ``config`` (LoraConfig), ``lora`` (the LoRA family),
+``allora`` (ALLoRA's custom VJP and its family), ``models``, ``data``, ``train`` (the compiled engine),
+``registry`` (claims), ``cli``.
+"""
+
+__version__ = "0.1.0"
