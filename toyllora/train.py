@@ -43,7 +43,7 @@ class History(NamedTuple):
 
     metrics: dict
     steps: Any            # (records,) step index of each record
-    diverged_step: Any    # step whose update became non-finite, or -1
+    diverged_step: Any    # first step whose loss or update was non-finite (the run stops there), or -1
     params: Any           # final trainable parameters
     frozen: Any           # frozen part (residual weights, biases)
 
@@ -187,7 +187,9 @@ class Trainer:
         metric_fn = self.metrics or default_metrics
 
         def step(carry, t):
-            params, state, diverged = carry
+            # ``prev`` holds the parameters before the last update, so that a run whose loss turns
+            # non-finite is rolled back to the last parameters with a finite loss and stops there.
+            params, prev, state, diverged = carry
             kb, kd = jax.random.split(jax.random.fold_in(k_train, t))
             X, Y = data.X, data.Y
             if self.batch_size is not None:
@@ -197,26 +199,30 @@ class Trainer:
             updates, new_state = opt.update(grads, state, params)
             new_params = optax.apply_updates(params, updates)
             alive = diverged < 0
-            ok = jnp.isfinite(loss) & _all_finite(new_params)
-            keep = alive & ok
-            params = _tree_where(keep, new_params, params)
+            loss_ok = jnp.isfinite(loss)
+            step_ok = loss_ok & _all_finite(new_params)
+            keep = alive & step_ok
+            rolled = _tree_where(alive & ~loss_ok, prev, params)
+            next_params = _tree_where(keep, new_params, rolled)
+            next_prev = _tree_where(keep, params, prev)
             state = _tree_where(keep, new_state, state)
-            diverged = jnp.where(alive & ~ok, t, diverged)
-            return (params, state, diverged), None
+            diverged = jnp.where(alive & ~step_ok, t.astype(jnp.int32), diverged)
+            return (next_params, next_prev, state, diverged), None
 
         def block(carry, i):
             carry, _ = jax.lax.scan(step, carry, i * self.stride + jnp.arange(self.stride))
             return carry, metric_fn(model, base, frozen, carry[0], data)
 
         first = metric_fn(model, base, frozen, params, data)
-        carry0 = (params, state, jnp.array(-1, jnp.int32))
-        (params, _, diverged), rest = jax.lax.scan(block, carry0, jnp.arange(self.steps // self.stride))
+        carry0 = (params, params, state, jnp.array(-1, jnp.int32))
+        (params, _, _, diverged), rest = jax.lax.scan(block, carry0, jnp.arange(self.steps // self.stride))
         metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
         steps = jnp.arange(self.steps // self.stride + 1) * self.stride
         return History(metrics, steps, diverged, params, frozen)
 
     def run(self, base, data, hp: dict, seed: int = 0) -> History:
         """One run (jit-compiled once per Trainer)."""
+        validate_data(data)
         return _compiled_single(self)(base, data, _hp_arrays(hp), jax.random.key(seed))
 
     # -- many runs -----------------------------------------------------------------------------------
@@ -233,6 +239,7 @@ class Trainer:
         Returns:
           A :class:`History` whose arrays have leading axes ``(G, S)``.
         """
+        validate_data(data)
         seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
         lengths = {len(np.atleast_1d(v)) for v in hp_grid.values()}
         if len(lengths) != 1:
@@ -245,6 +252,28 @@ class Trainer:
         out = run_many(self, base, data, hp_flat, seed_flat, chunk_size=chunk_size, progress=progress,
                        desc=desc)
         return jax.tree.map(lambda a: a.reshape((G, S) + a.shape[1:]), out)
+
+
+def validate_data(data) -> None:
+    """ValueError (naming the field) for empty, mismatched or non-finite training data."""
+    for name in ("X", "X_test"):
+        x = getattr(data, name)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"{name}: must be a non-empty (n, d_in) array, got shape {x.shape}")
+    if data.X.shape[0] != data.Y.shape[0]:
+        raise ValueError(f"Y: needs one row per row of X ({data.X.shape[0]}), got {data.Y.shape[0]}")
+    if data.X_test.shape[0] != data.Y_test.shape[0]:
+        raise ValueError(f"Y_test: needs one row per row of X_test ({data.X_test.shape[0]}), "
+                         f"got {data.Y_test.shape[0]}")
+    if data.X.shape[1] != data.X_test.shape[1]:
+        raise ValueError(f"X_test: must have d_in = {data.X.shape[1]} columns, got {data.X_test.shape[1]}")
+    for name in DATA_FIELDS:
+        a = np.asarray(getattr(data, name))
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+
+
+DATA_FIELDS = ("X", "Y", "X_test", "Y_test")
 
 
 def _hp_arrays(hp):
@@ -264,7 +293,7 @@ def _compiled_many(trainer: Trainer):
 
 def _shard(tree, n_dev):
     """Place the leading (runs) axis across devices with jax.sharding."""
-    mesh = jax.make_mesh((n_dev,), ("runs",))
+    mesh = jax.make_mesh((n_dev,), ("runs",), axis_types=(jax.sharding.AxisType.Auto,))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
     return jax.device_put(tree, sharding)
 
