@@ -30,6 +30,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ADAPTS = ("both", "B", "A")
 
@@ -43,20 +44,39 @@ def product_row_norms(A: jax.Array, B: jax.Array) -> jax.Array:
     """
     gram = A @ A.T
     sq = jnp.einsum("ir,rs,is->i", B, gram, B)
-    return jnp.sqrt(jnp.maximum(sq, 0.0))
+    positive = sq > 0  # rounding can give sq < 0; sqrt's derivative at 0 is inf: keep both out (0, not NaN)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
 def row_factor(A: jax.Array, B: jax.Array, eta) -> jax.Array:
-    """ALLoRA's per-row factor ``c_i = 1/sqrt(||(BA)_i|| + 1/eta²)`` (no gradient flows through it)."""
+    """ALLoRA's per-row factor ``c_i = 1/sqrt(||(BA)_i|| + 1/eta²)`` (no gradient flows through it).
+
+    Equal to ``eta`` where the row of ``BA`` is zero (e.g. at the ``B = 0`` start), ``~ ||(BA)_i||^{-1/2}``
+    for large rows; depends on ``BA`` only (unchanged under ``(B, A) -> (B M, M⁻¹ A)``).
+
+    >>> import jax.numpy as jnp
+    >>> c = row_factor(jnp.ones((1, 2)), jnp.array([[0.0], [3.0]]), eta=2.0)   # row norms 0 and 3√2
+    >>> [round(float(v), 4) for v in c]
+    [2.0, 0.4718]
+    """
     A, B = jax.lax.stop_gradient(A), jax.lax.stop_gradient(B)
     return jax.lax.rsqrt(product_row_norms(A, B) + 1.0 / jnp.square(eta))
 
 
 def _check(eta, adapt) -> None:
-    if adapt not in ADAPTS:
+    """Validate ``adapt`` and any concrete ``eta`` (a traced eta, e.g. from a vmapped grid, passes)."""
+    if not isinstance(adapt, str) or adapt not in ADAPTS:
         raise ValueError(f"adapt: unknown value {adapt!r}; allowed: {ADAPTS}")
-    if isinstance(eta, (int, float)) and not (math.isfinite(eta) and eta > 0):
+    if isinstance(eta, bool) or eta is None:
         raise ValueError(f"eta: must be a finite number > 0, got {eta!r}")
+    if isinstance(eta, jax.core.Tracer):
+        return
+    try:
+        value = np.asarray(eta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"eta: must be a finite number > 0, got {eta!r}") from None
+    if value.ndim != 0 or not (math.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"eta: must be a finite scalar > 0, got {eta!r}")
 
 
 def branch(x, A, B, *, eta, adapt: str = "both", scale_input_grad: bool = False,
