@@ -108,3 +108,27 @@ headtohead.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 #   B = 0" argument (an SGD argument) cannot carry over unchanged; see `allora.escape-speed` and
 #   `allora.adam-cancellation`.
 # * Run `toyllora run allora.vs-lora` for the whole grid of tasks.
+
+# %% [markdown]
+# ## The rest of the ledger, in miniature
+#
+# The same machinery answers the other head-to-head questions; here each is run on `ols-low` only (the
+# claims run every task):
+#
+# * `allora.dropout-neutral` — ALLoRA against ALLoRA+D (dropout 0.05 put back); the paper says +0.06.
+# * `allora.family-ranking` — ALLoRA against ALLoRA-OD, ASF-LoRA and LoRA×eta (paper: +0.36, +1.10, +0.93).
+# * `allora.vs-baselines` — ALLoRA against LoRA without dropout (reviewers' question 4), rsLoRA, LoRA+,
+#   DoRA, PiSSA, Init[B] and scaled GD/AdamW; here only LoRA without dropout.
+# * `allora.eta-sensitivity` and `allora.robustness` — how much the tuned result moves over eta² (ALLoRA)
+#   against LoRA's (lr, alpha, dropout) grid.
+# * `allora.rank-sweep` — the ALLoRA − LoRA difference at r = 4 … 64.
+# * `allora.implicit-regularization` — the train–test gap of ALLoRA between LoRA without and with dropout
+#   and explicit ridge, on an over-parameterized toy.
+
+# %%
+more = ("allora+D", "asf", "lora-d0") if FAST else ("allora+D", "allora-OD", "asf", "lora-x-eta", "lora-d0")
+for m in more:
+    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, FAST)
+table, diffs = headtohead.diff_table(results, [("allora", m) for m in more])
+print(table)
+print(stats.tally(diffs))

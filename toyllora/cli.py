@@ -7,6 +7,8 @@ Example::
     toyllora list
     toyllora run zeroinit.gradient-asymmetry --fast --out results
     toyllora reproduce --fast
+    toyllora figures --fast --only zeroinit_gradient_asymmetry
+    toyllora docs --results results          # README ledger, key figures, proofs/README.md
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--only", default=None, help="run only this figure script")
     s.add_argument("--out", type=Path, default=Path("results/figures"))
+    s = sub.add_parser("docs", help="rewrite the README ledger and figure sections and proofs/README.md")
+    s.add_argument("--results", type=Path, default=Path("results"),
+                   help="folder of a reproduce run whose records fill the ledger")
+    s.add_argument("--readme", type=Path, default=None, help="README to rewrite (default: the repository's)")
+    s.add_argument("--proofs", type=Path, default=None, help="proofs folder (default: the repository's)")
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
@@ -81,7 +87,10 @@ def _cmd_list(args):
 def _cmd_run(args):
     from toyllora import registry
 
+    from toyllora.reproduce import check_out_dir
+
     registry.get(args.claim_id)  # validate before any work
+    check_out_dir(args.out)
     rec = registry.run(args.claim_id, seed=args.seed, fast=args.fast, out_dir=args.out)
     print(f"{rec['id']}: {rec['verdict']} ({rec['seconds']:.1f} s) -> {args.out / (rec['id'] + '.json')}")
     return 0
@@ -90,26 +99,52 @@ def _cmd_run(args):
 def _cmd_reproduce(args):
     from toyllora import reproduce
 
-    reproduce.reproduce(args.out, fast=args.fast, seed=args.seed, force=args.force)
+    res = reproduce.reproduce(args.out, fast=args.fast, seed=args.seed, force=args.force)
+    print(f"{len(res['ran'])} claims run, {len(res['cached'])} cached, {len(res['failed'])} failed "
+          f"in {res['seconds']:.1f} s -> {args.out / 'REPORT.md'}")
+    if res["failed"]:
+        print(f"toyllora: error: claims failed: {', '.join(res['failed'])} (see REPORT.md)", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_figures(args):
     from toyllora import figures
 
-    figures.run_all(args.out, seed=args.seed, fast=args.fast, only=args.only)
+    from toyllora.reproduce import check_out_dir
+
+    if args.only is not None:
+        figures.check_name(args.only)
+    check_out_dir(args.out)
+    done = figures.run_all(args.out, seed=args.seed, fast=args.fast, only=args.only)
+    for name, paths in done.items():
+        print(f"{name}: {paths['png']} ({paths['seconds']:.1f} s)")
+    return 0
+
+
+def _cmd_docs(args):
+    from toyllora import docs
+
+    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs):
+        print(f"wrote {path}")
     return 0
 
 
 def _cmd_bench(args):
-    from toyllora import bench
-
+    try:
+        from toyllora import bench
+    except ModuleNotFoundError as e:
+        if e.name != "toyllora.bench":
+            raise
+        raise ValueError("bench: toyllora.bench is not in this checkout") from None
+    if args.out.suffix != ".json" or args.out.is_dir():
+        raise ValueError(f"out: the bench result is a .json file path, got {str(args.out)!r}")
     bench.main(args.out, fast=args.fast)
     return 0
 
 
 COMMANDS = {"list": _cmd_list, "run": _cmd_run, "reproduce": _cmd_reproduce, "figures": _cmd_figures,
-            "bench": _cmd_bench}
+            "docs": _cmd_docs, "bench": _cmd_bench}
 
 
 def main(argv=None) -> int:
@@ -119,6 +154,8 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else _fail(str(e.code))
     except ValueError as e:
+        return _fail(f"toyllora: error: {e}")
+    except OSError as e:  # e.g. an output folder that cannot be created
         return _fail(f"toyllora: error: {e}")
     except KeyboardInterrupt:
         return _fail("toyllora: interrupted; finished results are kept")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def dumps(obj) -> str:
     return json.dumps(to_jsonable(obj), sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
+FILE_MODE = 0o644  # mkstemp creates 0600; results are meant to be shared
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -81,6 +86,7 @@ def save_figure(fig, path_stem: Path) -> list[Path]:
         os.close(fd)
         try:
             fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight", metadata=_figure_metadata(ext))
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -119,3 +125,31 @@ def code_hash() -> str:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+# Names of the temporary files and folders written by this module and by ``registry.run`` on their way to
+# their final name: ``.<name>.<random>.tmp``, ``.<name>.png.<random>.png`` (and ``.pdf``), ``.staging-<id>-*``.
+_TEMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(tmp|png|pdf)$")
+_STAGING = re.compile(r"^\.staging-.+$")
+
+
+def stale_temps(folder) -> list[Path]:
+    """Temporary files and staging folders that a killed run left in ``folder`` (and ``folder/figures``)."""
+    found = []
+    for d in (Path(folder), Path(folder) / "figures"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            if (p.is_dir() and _STAGING.match(p.name)) or (p.is_file() and _TEMP_FILE.match(p.name)):
+                found.append(p)
+    return sorted(found)
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Remove what :func:`stale_temps` finds (only those names); returns the removed paths."""
+    import shutil
+
+    removed = stale_temps(folder)
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return removed

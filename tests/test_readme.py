@@ -1,0 +1,79 @@
+"""The README cannot drift: its ledger lists exactly the registered claims with valid verdicts, its key
+figures exist, its links resolve, its two commands are the ones CI runs, and the top level stays small."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from toyllora import figures, registry, report
+from toyllora.registry import VERDICTS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+TOP_LEVEL = {"toyllora", "proofs", "figures", "tests", "notebooks", "pyproject.toml", "README.md", ".ci"}
+IGNORED_TOP = re.compile(r"^(\..*|results|build|dist|.*\.egg-info|bench.*\.json|__pycache__)$")
+
+
+@pytest.fixture(scope="module")
+def text():
+    return README.read_text()
+
+
+def test_ledger_lists_exactly_the_registered_claims(text):
+    section = report.get_section(text, report.LEDGER_BEGIN, report.LEDGER_END)
+    assert section is not None, "ledger markers missing from README.md"
+    rows = report.parse_ledger(section)
+    ids = [cid for cid, _ in rows]
+    claims = registry.all_claims()
+    hint = "regenerate with `toyllora reproduce --fast && toyllora docs`"
+    assert len(ids) == len(set(ids)), f"a claim is listed twice; {hint}"
+    assert set(ids) == set(claims), (f"missing: {sorted(set(claims) - set(ids))}, "
+                                     f"unknown: {sorted(set(ids) - set(claims))}; {hint}")
+    assert all(v in VERDICTS for _, v in rows), rows
+    total = re.search(r"^\| \*\*all\*\* \|.* \| (\d+) \|$", section, re.M)
+    assert total and int(total.group(1)) == len(claims), "summary counts out of date"
+
+
+def test_ledger_round_trip():
+    recs = [{"id": f"{f}.c-{i}", "flaw": f, "source": "paper", "verdict": v, "config": {"fast": True, "seed": 0},
+             "versions": {"code": "abc"}} for i, (f, v) in enumerate(zip(registry.FLAWS, VERDICTS))]
+    body = report.readme_ledger(recs)
+    assert report.parse_ledger(body) == [(r["id"], r["verdict"]) for r in recs]
+    new = report.set_section("a\n" + report.LEDGER_BEGIN + "\nold\n" + report.LEDGER_END + "\nb\n",
+                             report.LEDGER_BEGIN, report.LEDGER_END, body)
+    assert "old" not in new and new.startswith("a\n") and new.endswith(report.LEDGER_END + "\nb\n")
+    assert report.parse_ledger(report.get_section(new, report.LEDGER_BEGIN, report.LEDGER_END)) == \
+        report.parse_ledger(body)
+    with pytest.raises(ValueError, match="^readme: marker"):
+        report.set_section("no markers", report.LEDGER_BEGIN, report.LEDGER_END, body)
+
+
+def test_key_figures_exist_and_are_listed_scripts(text):
+    section = report.get_section(text, report.FIGURES_BEGIN, report.FIGURES_END)
+    assert section is not None, "figure markers missing from README.md"
+    images = re.findall(r"!\[[^\]]*\]\((figures/img/([a-z0-9_]+)\.png)\)", section)
+    assert min(3, len(figures.FIGURES)) <= len(images) <= 4, "three or four key figures"
+    for path, name in images:
+        assert (ROOT / path).is_file() and name in figures.FIGURES, path
+
+
+def test_relative_links_resolve(text):
+    for link in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
+        if "://" not in link:
+            assert (ROOT / link).exists(), link
+
+
+def test_the_two_commands_are_the_ones_ci_runs(text):
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    assert "pip install -e . && toyllora reproduce" in block
+    assert 'pip install -e ".[test]" && pytest' in block
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -e ".[test]" && pytest' in ci and "JAX_ENABLE_X64=1 pytest" in ci
+
+
+def test_top_level_stays_small():
+    extra = {p.name for p in ROOT.iterdir() if not IGNORED_TOP.match(p.name)} - TOP_LEVEL
+    assert not extra, f"unexpected top-level entries: {sorted(extra)}"

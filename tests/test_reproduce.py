@@ -1,0 +1,373 @@
+"""``toyllora reproduce``: caching, atomic writes under interruption, determinism, REPORT.md, and one
+end-to-end ``--fast`` run of every registered claim (the only test that runs them all).
+
+Reliability tests use small fake claims (monkeypatched registry) so they are fast and independent of the
+real claims; the end-to-end test checks the real ones generically, whatever is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toyllora import io, registry, report, reproduce
+from toyllora.registry import VERDICTS
+
+RECORD_KEYS = {"id", "statement", "source", "rule", "verdict", "measurements", "figures", "config", "versions",
+               "seconds"}
+TIMING_FIELDS = ("seconds",)
+FAKE_CODE = "fake-code-hash00"  # the only per-claim JSON field allowed to differ between two identical runs
+
+
+# ------------------------------------------------------------------------------------------ fake claims
+def _fake_experiment(tag, behaviour):
+    def experiment(ctx):
+        import matplotlib.pyplot as plt
+
+        rng = np.random.default_rng(ctx.seed)
+        x = rng.standard_normal(16)
+        ctx.config.update(n=16, tag=tag)
+        fig, ax = plt.subplots()
+        ax.plot(np.cumsum(x))
+        ctx.save_figure(fig)
+        action = behaviour.get(tag)
+        if action == "interrupt":
+            raise KeyboardInterrupt
+        if action == "fail":
+            raise RuntimeError(f"{tag} broke on purpose")
+        return {"mean": float(x.mean()), "curve": np.cumsum(x), "table_md": "| a | b |\n|---|---|\n| 1 | 2 |"}
+
+    experiment.__qualname__ = f"fake_{tag}"
+    return experiment
+
+
+def fake_claims(behaviour=None) -> dict:
+    behaviour = {} if behaviour is None else behaviour
+    out = {}
+    for tag, flaw in (("one", "dropout"), ("two", "zeroinit"), ("three", "ripple")):
+        cid = f"{flaw}.fake-{tag}"
+        out[cid] = registry.Claim(cid, f"fake claim {tag}", "extension", flaw, "supported if mean > -10",
+                                  _fake_experiment(cid, behaviour),
+                                  lambda m: "supported" if m["mean"] > -10 else "not supported")
+    return out
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """Replace the registry by three fake claims; ``behaviour[id] = 'interrupt' | 'fail'`` alters one."""
+    behaviour = {}
+    claims = fake_claims(behaviour)
+    monkeypatch.setattr(registry, "all_claims", lambda: dict(claims))
+    # the fakes do not depend on the toyllora source; a fixed hash keeps these tests independent of edits
+    monkeypatch.setattr(io, "code_hash", lambda: FAKE_CODE)
+    return claims, behaviour
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_timing(text: str) -> str:
+    rec = json.loads(text)
+    for k in TIMING_FIELDS:
+        rec.pop(k, None)
+    return io.dumps(rec)
+
+
+# ------------------------------------------------------------------------------------------ the tests
+def test_writes_records_report_and_timing(fakes, tmp_path):
+    claims, _ = fakes
+    res = reproduce.reproduce(tmp_path, fast=True, progress=False)
+    assert res["ran"] == list(claims) and not res["cached"] and not res["failed"]
+    timing = json.loads((tmp_path / reproduce.TIMING_FILE).read_text())
+    assert timing["seconds"] > 0 and set(timing["claim_seconds"]) == set(claims)
+    text = (tmp_path / "REPORT.md").read_text()
+    for cid in claims:
+        rec = json.loads((tmp_path / f"{cid}.json").read_text())
+        assert RECORD_KEYS <= set(rec) and rec["verdict"] in VERDICTS
+        assert f"### `{cid}` — {rec['verdict']}" in text
+        assert all((tmp_path / f).exists() for f in rec["figures"])
+    assert "| a | b |\n|---|---|\n| 1 | 2 |" in text  # Markdown tables from measurements shown as is
+    assert "| **all** | 3 | 0 | 0 | 0 | 3 |" in text
+    assert not io.stale_temps(tmp_path)
+
+
+def test_cache_skips_current_results_and_reruns_stale_ones(fakes, tmp_path):
+    claims, _ = fakes
+    ids = list(claims)
+    reproduce.reproduce(tmp_path, fast=True, progress=False)
+    assert reproduce.reproduce(tmp_path, fast=True, progress=False)["cached"] == ids
+    assert reproduce.reproduce(tmp_path, fast=True, progress=False, force=True)["ran"] == ids
+    assert reproduce.reproduce(tmp_path, fast=False, progress=False)["ran"] == ids  # other mode
+    assert reproduce.reproduce(tmp_path, fast=False, seed=1, progress=False)["ran"] == ids  # other seed
+    # a corrupted record, a deleted figure, a record from another x64 setting: each is rerun
+    (tmp_path / f"{ids[0]}.json").write_text('{"id": ')
+    (tmp_path / json.loads((tmp_path / f"{ids[1]}.json").read_text())["figures"][0]).unlink()
+    rec = json.loads((tmp_path / f"{ids[2]}.json").read_text())
+    rec["versions"]["x64"] = not rec["versions"]["x64"]
+    io.write_json(tmp_path / f"{ids[2]}.json", rec)
+    res = reproduce.reproduce(tmp_path, fast=False, seed=1, progress=False)
+    assert res["ran"] == ids and not res["cached"]
+
+
+def test_cache_key_tracks_code_seed_and_mode(monkeypatch):
+    k = registry.cache_key("zeroinit.x", 0, True)
+    assert k != registry.cache_key("zeroinit.x", 1, True) != registry.cache_key("zeroinit.x", 0, False)
+    monkeypatch.setattr(io, "code_hash", lambda: "0" * 16)
+    assert registry.cache_key("zeroinit.x", 0, True) != k
+
+
+def test_interrupt_keeps_earlier_results_and_leaves_no_partial_file(fakes, tmp_path):
+    claims, behaviour = fakes
+    ids = list(claims)
+    reproduce.reproduce(tmp_path, fast=True, progress=False)
+    before = snapshot(tmp_path)
+    behaviour[ids[1]] = "interrupt"  # Ctrl-C inside the 2nd claim, after it saved its figure
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.reproduce(tmp_path, fast=True, progress=False, force=True)
+    after = snapshot(tmp_path)
+    assert set(after) == set(before)
+    for name in after:  # the 1st claim was rewritten (same content); everything else is untouched
+        if name.endswith(".json") and name != reproduce.TIMING_FILE:
+            assert without_timing(after[name].decode()) == without_timing(before[name].decode()), name
+        elif name != reproduce.TIMING_FILE:
+            assert after[name] == before[name], name
+    assert not io.stale_temps(tmp_path)
+
+
+def test_a_failing_claim_is_reported_and_the_others_still_run(fakes, tmp_path):
+    claims, behaviour = fakes
+    ids = list(claims)
+    behaviour[ids[1]] = "fail"
+    res = reproduce.reproduce(tmp_path, fast=True, progress=False)
+    assert res["ran"] == [ids[0], ids[2]] and list(res["failed"]) == [ids[1]]
+    assert "broke on purpose" in res["failed"][ids[1]]["error"]
+    assert not (tmp_path / f"{ids[1]}.json").exists() and not io.stale_temps(tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "## Failed runs" in text and f"`{ids[1]}`: RuntimeError" in text
+
+
+def test_same_seed_gives_identical_json_and_figures(fakes, tmp_path):
+    reproduce.reproduce(tmp_path / "a", fast=True, progress=False)
+    reproduce.reproduce(tmp_path / "b", fast=True, progress=False)
+    a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
+    assert set(a) == set(b)
+    for name in a:
+        if name in ("REPORT.md", reproduce.TIMING_FILE):
+            continue  # both hold wall times
+        if name.endswith(".json"):
+            assert without_timing(a[name].decode()) == without_timing(b[name].decode()), name
+        else:
+            assert a[name] == b[name], name  # PNG and PDF bytes too
+
+
+def test_out_must_be_a_folder(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="^out:"):
+        reproduce.reproduce(f, fast=True, progress=False)
+    with pytest.raises(ValueError, match="^seed:"):
+        reproduce.reproduce(tmp_path / "new", seed=-1, progress=False)
+    assert f.read_text() == "x" and not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------- a real process, killed mid-run
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_reproduce import fake_claims
+    from toyllora import io, registry, reproduce
+    io.code_hash = lambda: {code!r}
+    claims = fake_claims({{}})
+    slow = list(claims)[1]
+    inner = claims[slow].experiment
+    def sleepy(ctx):
+        inner(ctx)            # saves its figure into the staging folder
+        print("sleeping", flush=True)
+        time.sleep(60)
+    claims[slow] = registry.Claim(*[sleepy if f == "experiment" else getattr(claims[slow], f)
+                                    for f in registry.Claim.__dataclass_fields__])
+    registry.all_claims = lambda: dict(claims)
+    reproduce.reproduce(sys.argv[1], fast=True, progress=False)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_killed_process_loses_nothing_and_next_run_cleans_up(fakes, tmp_path, sig):
+    claims, _ = fakes
+    ids = list(claims)
+    out = tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), code=FAKE_CODE))
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "sleeping", proc.stderr.read()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    first = json.loads((out / f"{ids[0]}.json").read_text())  # finished before the kill: complete
+    assert first["id"] == ids[0] and all((out / f).exists() for f in first["figures"])
+    assert not (out / f"{ids[1]}.json").exists() and not (out / "REPORT.md").exists()
+    final = [p.name for d in (out, out / "figures") for p in d.iterdir() if not p.name.startswith(".")]
+    assert not any(n.startswith(ids[1]) for n in final)  # nothing of the killed claim under a final name
+    if sig == signal.SIGINT:  # Python unwinds: the staging folder is removed
+        assert not io.stale_temps(out)
+    res = reproduce.reproduce(out, fast=True, progress=False)
+    assert res["cached"] == [ids[0]] and res["ran"] == ids[1:]
+    assert not io.stale_temps(out)
+
+
+# ------------------------------------------------------------------------- "does ALLoRA fix it?" logic
+def _rec(cid, verdict):
+    return {"id": cid, "flaw": cid.split(".")[0], "verdict": verdict}
+
+
+@pytest.mark.parametrize("verdicts, word", [
+    (("supported", "supported"), "**Yes**"), (("not supported", "not supported"), "**No**"),
+    (("inconclusive", "inconclusive"), "**Undecided**"), (("supported", "not supported"), "**Partly**"),
+    (("partly supported", "partly supported"), "**Partly**")])
+def test_fix_answer_is_computed_from_the_cited_verdicts(verdicts, word):
+    cited = report.FIX_EVIDENCE["ripple"]
+    assert len(cited) == 2
+    by_id = {c: _rec(c, v) for c, v in zip(cited, verdicts)}
+    text = report.fix_answer("ripple", by_id, registered=cited)
+    assert text.startswith(word) and all(f"`{c}`: {v}" in text for c, v in zip(cited, verdicts))
+
+
+def test_fix_answer_says_when_a_cited_claim_is_missing():
+    cited = report.FIX_EVIDENCE["ripple"]
+    text = report.fix_answer("ripple", {cited[0]: _rec(cited[0], "supported")}, registered=cited[:1])
+    assert text.startswith("**Not answered.**") and f"`{cited[1]}` is not registered" in text
+    text = report.fix_answer("ripple", {cited[0]: _rec(cited[0], "supported")}, registered=cited)
+    assert f"`{cited[1]}` has no result" in text
+
+
+def test_measured_numbers_are_readable():
+    tables, scalars = report.flatten({"a": {"b": 1.23456789, "curve": list(range(100))}, "t_md": "| x |\n|---|",
+                                      "pair": [1.0, None], "rows": [{"k": 1}, {"k": 2}]})
+    assert tables == [("t_md", "| x |\n|---|"), ("rows", "| | `k` |\n|---|---|\n| `[0]` | 1 |\n| `[1]` | 2 |")]
+    assert dict(scalars) == {"a.b": "1.235", "a.curve": "100 values, min 0, max 99, last 99", "pair": "[1, None]"}
+    tables, scalars = report.flatten({"seed0": {"loss": 0.5, "acc": [0.1, 0.2]}, "seed1": {"loss": 0.25, "acc": []}})
+    assert tables == [("measurements", "| | `loss` | `acc` |\n|---|---|---|\n| `seed0` | 0.5 | [0.1, 0.2] |\n"
+                                       "| `seed1` | 0.25 | [] |")] and not scalars
+
+
+# ------------------------------------------------------------------------ end to end, every real claim
+OUTSIDE_OK = ("/dev/", "__pycache__")
+WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.chmod"}
+DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory):
+    """``toyllora reproduce --fast`` in-process, once per session, with an audit hook recording every path
+    opened for writing, created, renamed or removed (to check nothing is written outside the folder)."""
+    from toyllora import cli
+
+    out = tmp_path_factory.mktemp("reproduce") / "results"
+    written, active = [], [True]
+
+    def hook(event, args):  # must never raise: an exception here would break the audited call
+        if not active[0] or event not in WRITE_EVENTS:
+            return
+        try:
+            if event == "open":
+                if isinstance(args[0], (str, bytes, os.PathLike)) and isinstance(args[2], int) and \
+                        args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+                    written.append(os.fsdecode(args[0]))
+            elif not (event in DIR_FD_ARG and args[DIR_FD_ARG[event]] not in (None, -1)):  # rmtree, by dir_fd
+                paths = args[:2] if event == "os.rename" else args[:1]
+                written.extend(os.fsdecode(p) for p in paths if isinstance(p, (str, bytes, os.PathLike)))
+        except Exception:  # noqa: BLE001
+            written.append(f"<unreadable {event} event>")
+
+    sys.addaudithook(hook)
+    code = io.code_hash()
+    t0 = time.perf_counter()
+    try:
+        rc = cli.main(["reproduce", "--fast", "--out", str(out)])
+    finally:
+        active[0] = False
+    return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}
+
+
+def skip_if_source_changed(run):
+    """The cache and byte-identity hold for one version of the code; in a checkout being edited while the
+    tests run, the hash of the toyllora source can change under them."""
+    if io.code_hash() != run["code"]:
+        pytest.skip("the toyllora source changed during this test session")
+
+
+def test_end_to_end_every_claim_has_a_valid_record(fast_run):
+    import matplotlib
+
+    out = fast_run["out"]
+    claims = registry.all_claims()
+    timing = json.loads((out / reproduce.TIMING_FILE).read_text())
+    assert fast_run["rc"] == 0, f"failed claims: {timing['failed']}"
+    text = (out / "REPORT.md").read_text()
+    for cid, c in claims.items():
+        rec = json.loads((out / f"{cid}.json").read_text())
+        assert RECORD_KEYS <= set(rec), cid
+        assert rec["id"] == cid and rec["verdict"] in VERDICTS and rec["flaw"] == c.flaw, cid
+        assert rec["config"]["fast"] is True and rec["config"]["seed"] == 0, cid
+        for fig in rec["figures"]:
+            assert (out / fig).stat().st_size > 0 and (out / fig).with_suffix(".pdf").exists(), (cid, fig)
+            assert f"]({fig})" in text
+        assert f"### `{cid}` — {rec['verdict']}" in text
+    assert f"| **all** |" in text and not io.stale_temps(out)
+    # nothing written outside the output folder (caches of matplotlib and Python's bytecode aside)
+    allowed = (str(out),) + OUTSIDE_OK + (matplotlib.get_cachedir(),)
+    outside = sorted({p for p in fast_run["written"] if not any(a in os.path.abspath(p) for a in allowed)})
+    assert not outside, outside
+
+
+def test_end_to_end_rerun_of_a_claim_is_byte_identical(fast_run, tmp_path):
+    """The quickest real claim, run again with the same seed: identical JSON (but ``seconds``), figures."""
+    skip_if_source_changed(fast_run)
+    out = fast_run["out"]
+    timing = json.loads((out / reproduce.TIMING_FILE).read_text())
+    assert timing["claim_seconds"]
+    cid = min(timing["claim_seconds"], key=timing["claim_seconds"].get)
+    rec = registry.run(cid, seed=0, fast=True, out_dir=tmp_path)
+    assert without_timing((tmp_path / f"{cid}.json").read_text()) == \
+        without_timing((out / f"{cid}.json").read_text())
+    for fig in rec["figures"]:
+        assert (tmp_path / fig).read_bytes() == (out / fig).read_bytes(), fig
+
+
+def test_end_to_end_second_run_is_all_cached(fast_run, monkeypatch):
+    skip_if_source_changed(fast_run)
+    monkeypatch.setattr(registry, "run", lambda *a, **k: pytest.fail(f"reran {a} although cached"))
+    res = reproduce.reproduce(fast_run["out"], fast=True, progress=False)
+    assert res["cached"] == list(registry.all_claims()) and not res["ran"]
+
+
+# --------------------------------------------------------------------------------------- no pickles
+def test_no_np_load_with_allow_pickle():
+    """Loading arrays never runs pickled code: no call anywhere passes ``allow_pickle`` other than False."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    bad = []
+    for folder in ("toyllora", "figures", "notebooks", "tests"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Call):
+                    for kw in node.keywords:
+                        if kw.arg == "allow_pickle" and not (isinstance(kw.value, ast.Constant)
+                                                             and kw.value.value is False):
+                            bad.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not bad, f"allow_pickle must stay False: {bad}"
