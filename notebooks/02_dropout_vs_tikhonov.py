@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from toyllora import dropout_theory as dt
+from toyllora.theory import dropout as dt
 from toyllora import models
 from toyllora.config import LoraConfig
 from toyllora.data import teacher_student

@@ -35,7 +35,8 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from toyllora import dynamics, hessian, lora, models
+from toyllora import lora, models
+from toyllora.theory import dynamics, hessian
 from toyllora.config import LoraConfig
 from toyllora.data import teacher_student
 

@@ -36,7 +36,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from toyllora import ripple
+from toyllora.theory import ripple
 from toyllora.claims import ripple as claims
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"

@@ -31,7 +31,8 @@ import os
 
 import numpy as np
 
-from toyllora import protocol, stats
+from toyllora import protocol
+from toyllora.protocol import stats
 from toyllora.claims import headtohead
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"

@@ -1,11 +1,15 @@
-"""Shared test settings: a hypothesis profile for JAX (no deadline: the first call compiles)."""
+"""Shared test settings: a hypothesis profile for JAX (no deadline: the first call compiles), and the one
+``toyllora reproduce --fast`` of every registered claim that the end-to-end, contract and figure tests read."""
 
 import os
+import sys
+import time
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
@@ -13,3 +17,43 @@ settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+OUTSIDE_OK = ("/dev/", "__pycache__")
+WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.chmod"}
+DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory):
+    """``toyllora reproduce --fast`` in-process, once per session, with an audit hook recording every path
+    opened for writing, created, renamed or removed (to check nothing is written outside the folder).
+
+    Returns ``{"out", "rc", "seconds", "written", "code"}``; every claim's fast record is ``out/<id>.json``.
+    """
+    from toyllora.harness import cli, io
+
+    out = tmp_path_factory.mktemp("reproduce") / "results"
+    written, active = [], [True]
+
+    def hook(event, args):  # must never raise: an exception here would break the audited call
+        if not active[0] or event not in WRITE_EVENTS:
+            return
+        try:
+            if event == "open":
+                if isinstance(args[0], (str, bytes, os.PathLike)) and isinstance(args[2], int) and \
+                        args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+                    written.append(os.fsdecode(args[0]))
+            elif not (event in DIR_FD_ARG and args[DIR_FD_ARG[event]] not in (None, -1)):  # rmtree, by dir_fd
+                paths = args[:2] if event == "os.rename" else args[:1]
+                written.extend(os.fsdecode(p) for p in paths if isinstance(p, (str, bytes, os.PathLike)))
+        except Exception:  # noqa: BLE001
+            written.append(f"<unreadable {event} event>")
+
+    sys.addaudithook(hook)
+    code = io.code_hash()
+    t0 = time.perf_counter()
+    try:
+        rc = cli.main(["reproduce", "--fast", "--out", str(out)])
+    finally:
+        active[0] = False
+    return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}

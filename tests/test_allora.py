@@ -12,7 +12,8 @@ import optax
 import pytest
 from hypothesis import given, strategies as st
 
-from toyllora import allora, bench_allora, lora
+from toyllora import allora, lora
+from toyllora.harness import bench_allora
 from toyllora.config import LoraConfig
 from toyllora.data import Data, teacher_student
 from toyllora.models import LinearLoRA, MLPLoRA, MultilinearLoRA, init_mlp

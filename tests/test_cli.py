@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from toyllora import cli, registry
+from toyllora.harness import cli, registry
 
 # (argv with {tmp} for the temporary folder, start of the error message after "toyllora: error: ")
 BAD_INPUT = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toyllora import dropout_theory as dt
+from toyllora.theory import dropout as dt
 from toyllora import models
 from toyllora.claims import dropout as dclaims
 from toyllora.config import LoraConfig

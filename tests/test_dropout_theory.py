@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toyllora import dropout_theory as dt
+from toyllora.theory import dropout as dt
 from toyllora import lora, models
 from toyllora.config import LoraConfig
 from toyllora.lora import LoraParams

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from toyllora import dynamics, optim
+from toyllora import optim
+from toyllora.theory import dynamics
 from toyllora.config import LoraConfig
 from toyllora.data import teacher_student
 from toyllora.models import LinearLoRA

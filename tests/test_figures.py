@@ -1,68 +1,80 @@
-"""Figure scripts: the explicit list matches the folder, each script documents itself, and each runs with
-``fast=True`` writing a PNG, a PDF and a JSON sidecar (plotted data, config, versions)."""
+"""Figures: one script per claim in ``figures/`` (the folder and the registry agree, each script is the
+generated one), every claim's figure is drawn from its record, and every figure is readable — no two text
+elements overlap and no legend covers a data point."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 
+import matplotlib.pyplot as plt
 import pytest
 
-from toyllora import figures
-from toyllora.figures import FIGURES, FIGURES_DIR
+from toyllora import claims as claims_pkg
+from toyllora.claims import CLAIMS
+from toyllora.harness import figures, registry
+from toyllora.harness.figures import FIGURES_DIR
+from toyllora.plotting import figure, layout_problems, legend
 
 
-def _scripts():
-    return sorted(p.stem for p in FIGURES_DIR.glob("*.py") if not p.name.startswith("_"))
+def test_one_script_per_claim_and_no_other():
+    scripts = {p.stem for p in FIGURES_DIR.glob("*.py") if not p.name.startswith("_")}
+    expected = {claims_pkg.file_stem(c) for c in CLAIMS}
+    assert scripts == expected, {"missing": sorted(expected - scripts), "unknown": sorted(scripts - expected),
+                                 "fix": "run `toyllora docs` (it writes the scripts)"}
 
 
-def test_every_script_in_the_folder_is_listed_and_every_listed_script_exists():
-    assert sorted(set(FIGURES)) == _scripts(), "add new scripts to toyllora.figures.FIGURES (and only those)"
-    assert len(set(FIGURES)) == len(FIGURES), "a script is listed twice"
+@pytest.mark.parametrize("claim_id", CLAIMS)
+def test_script_is_the_generated_one(claim_id):
+    path = figures.script_path(claim_id)
+    assert path.read_text() == figures.script_text(claim_id), f"{path.name} is out of date: run `toyllora docs`"
 
 
-def test_only_pngs_and_sidecars_sit_in_the_images_folder():
-    """``figures/img/`` holds committed images for the README (not scripts); each belongs to a script."""
+def test_images_folder_holds_only_claim_figures():
     img = FIGURES_DIR / "img"
-    if not img.exists():
-        pytest.skip("no figures/img folder")
-    for p in img.iterdir():
-        if p.name.startswith("."):
-            continue  # a file being written right now
-        assert p.suffix in (".png", ".pdf", ".json") and p.stem in FIGURES, p.name
+    stems = {claims_pkg.file_stem(c) for c in CLAIMS}
+    for p in img.iterdir() if img.exists() else []:
+        if not p.name.startswith("."):
+            assert p.suffix in (".png", ".pdf") and p.stem in stems, p.name
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_script_documents_command_runtime_and_what_it_shows(name):
-    tree = ast.parse((FIGURES_DIR / f"{name}.py").read_text())
-    doc = ast.get_docstring(tree) or ""
-    assert "Command" in doc and name in doc, "docstring must give the command that runs the script"
-    assert "Runtime" in doc or "runtime" in doc, "docstring must give the runtime"
-    assert len(doc.splitlines()[0]) > 10, "the first docstring line says what the figure shows"
-    mains = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "main"]
-    assert mains, "a script defines main(out_dir, seed=0, fast=False)"
-    args = [a.arg for a in mains[0].args.args]
-    assert args[:3] == ["out_dir", "seed", "fast"]
+@pytest.mark.parametrize("claim_id", CLAIMS)
+def test_figure_is_readable(claim_id, fast_run):
+    """Titles, axis labels, suptitle and legends do not overlap; no legend covers a plotted point."""
+    rec = json.loads((fast_run["out"] / f"{claim_id}.json").read_text())
+    fig = registry.get(claim_id).plot(rec)
+    try:
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)
 
 
-@pytest.mark.parametrize("name", FIGURES)
-def test_script_smoke_fast(name, tmp_path):
-    module = figures.load_script(name)
-    params = inspect.signature(module.main).parameters
-    assert params["seed"].default == 0 and params["fast"].default is False
-    paths = module.main(tmp_path, seed=0, fast=True)
-    for ext in ("png", "pdf", "json"):
-        assert (tmp_path / f"{name}.{ext}").stat().st_size > 0, ext
-    assert {"png", "pdf", "json"} <= set(paths)
-    side = json.loads((tmp_path / f"{name}.json").read_text())
-    assert {"data", "config", "versions"} <= set(side) and side["data"] and side["config"] is not None
-    assert {"jax", "code", "x64"} <= set(side["versions"])
-    assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+def test_layout_check_finds_overlaps_and_covered_points():
+    import numpy as np
+
+    fig, ax = figure(1, 2, figsize=(4, 3))
+    for a in ax:
+        a.set_title("a title long enough to run into its neighbour")
+    assert any("title overlaps" in p for p in layout_problems(fig))
+    plt.close(fig)
+    fig, ax = figure()
+    ax.plot(np.linspace(0, 1, 50), np.full(50, 0.95), "o", label="points under the legend")
+    ax.legend(loc="upper right")
+    assert any("legend covers" in p for p in layout_problems(fig))
+    legend(ax)
+    assert layout_problems(fig) == []
+    plt.close(fig)
 
 
-def test_unknown_figure_name_is_a_value_error(tmp_path):
-    with pytest.raises(ValueError, match="^only: unknown figure 'nope'; allowed: "):
-        figures.run_all(tmp_path, only="nope", progress=False)
+def test_figures_command_draws_from_the_record_without_running(fast_run, tmp_path, monkeypatch):
+    cid = CLAIMS[0]
+    monkeypatch.setattr(registry, "run", lambda *a, **k: pytest.fail("ran the claim although a record exists"))
+    paths = figures.draw(cid, results=fast_run["out"], out_dir=tmp_path, fast=True)
+    assert not paths["ran"] and (tmp_path / f"{claims_pkg.file_stem(cid)}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (fast_run["out"] / "figures" / f"{claims_pkg.file_stem(cid)}.png").read_bytes() == \
+        (tmp_path / f"{claims_pkg.file_stem(cid)}.png").read_bytes()  # the same drawing, byte for byte
+
+
+def test_unknown_claim_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="^claim: unknown id 'nope.x'"):
+        figures.run_all(results=tmp_path, only="nope.x", progress=False)
     assert not any(tmp_path.iterdir())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from toyllora import hessian
+from toyllora.theory import hessian
 from toyllora.testing import float_dtype, tol
 
 # (d_in, d_out, r) buckets: few shapes, few compiles (n is padded inside hessian(), so it never recompiles).
@@ -31,7 +31,7 @@ def _problem(seed, shape, n, *, resid_rank=None, zero_b=False, a_rank=None):
 def test_autodiff_hessian_equals_closed_form_blocks(seed, shape, n, zero_b, s, reduction):
     X, T, A, B = _problem(seed, shape, n, zero_b=zero_b)
     H = np.asarray(hessian.hessian(A, B, X, T, s=s, reduction=reduction), dtype=np.float64)
-    Hc = np.asarray(hessian.assemble(hessian.hessian_blocks(A, B, X, T, s=s, reduction=reduction)), np.float64)
+    Hc = np.asarray(hessian.assemble(hessian.factor_blocks(A, B, X, T, s=s, reduction=reduction)), np.float64)
     np.testing.assert_allclose(H, H.T, atol=tol(f32=1e-5, f64=1e-13) * np.abs(H).max())
     assert np.abs(H - Hc).max() <= tol(f32=1e-4, f64=1e-10) * np.abs(H).max()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toyllora import registry, report
+from toyllora.harness import registry, report
 
 ROOT = Path(__file__).resolve().parent.parent
 PROOFS = ROOT / "proofs"

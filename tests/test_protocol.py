@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toyllora import optim, protocol
+from toyllora.data import deep_teacher
 from toyllora.lora import LoraParams
 from toyllora.testing import rel_error, tol
 
@@ -108,7 +109,7 @@ def test_grids_and_seeds():
 
 
 def test_deep_teacher_target_is_exact_without_noise():
-    base, d, dv = protocol.deep_teacher(seed=3, noise=0.0, shift_rank=2)
+    base, d, dv = deep_teacher(seed=3, layers=3, d=8, n_train=64, base="orthogonal", noise=0.0, shift_rank=2, shift=0.5)
     rng = np.random.default_rng(3)  # rebuild the teacher from the same stream
     Ws = [np.linalg.qr(rng.standard_normal((8, 8)))[0] for _ in range(3)]
     assert all(rel_error(W, B) <= tol() for W, B in zip(Ws, base))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toyllora import figures, registry, report
-from toyllora.registry import VERDICTS
+from toyllora.harness import figures, registry, report
+from toyllora.harness.registry import VERDICTS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

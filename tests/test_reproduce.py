@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyllora import io, registry, report, reproduce
-from toyllora.registry import VERDICTS
+from toyllora.harness import io, registry, report, reproduce
+from toyllora.harness.registry import VERDICTS
 
 RECORD_KEYS = {"id", "statement", "source", "rule", "verdict", "measurements", "figures", "config", "versions",
                "seconds"}
@@ -185,7 +185,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from test_reproduce import fake_claims
-    from toyllora import io, registry, reproduce
+    from toyllora.harness import io, registry, reproduce
     io.code_hash = lambda: {code!r}
     claims = fake_claims({{}})
     slow = list(claims)[1]
@@ -274,7 +274,7 @@ DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.
 def fast_run(tmp_path_factory):
     """``toyllora reproduce --fast`` in-process, once per session, with an audit hook recording every path
     opened for writing, created, renamed or removed (to check nothing is written outside the folder)."""
-    from toyllora import cli
+    from toyllora.harness import cli
 
     out = tmp_path_factory.mktemp("reproduce") / "results"
     written, active = [], [True]

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toyllora import models, ripple
+from toyllora import models
+from toyllora.data import deep_teacher
+from toyllora.theory import ripple
 from toyllora.testing import rel_error, tol
 
 SEEDS = st.integers(0, 2**31 - 1)
@@ -22,7 +24,7 @@ RATIOS = st.floats(0.01, 1.0)
 
 _chain = jax.jit(ripple.bound_chain)
 _prefix = jax.jit(ripple.forward_prefixes, static_argnames=("norm", "eps"))
-_blocks = jax.jit(ripple.hessian_blocks, static_argnames="norm")
+_blocks = jax.jit(ripple.layer_blocks, static_argnames="norm")
 CHAIN_TOL = tol(f32=2e-4, f64=1e-9)
 
 
@@ -267,8 +269,8 @@ def test_coupling_normalization():
 
 # -- the fine-tuning task and ALLoRA's input gradient ---------------------------------------------------
 def test_deep_teacher_is_seeded_and_consistent():
-    base, data, val = ripple.deep_teacher(seed=4, L=3, d=5, n_train=7, n_test=6)
-    base2, data2, _ = ripple.deep_teacher(seed=4, L=3, d=5, n_train=7, n_test=6)
+    base, data, val = deep_teacher(seed=4, layers=3, d=5, n_train=7, n_test=6)
+    base2, data2, _ = deep_teacher(seed=4, layers=3, d=5, n_train=7, n_test=6)
     assert all(np.array_equal(a, b) for a, b in zip(base, base2)) and np.array_equal(data.Y, data2.Y)
     assert np.array_equal(val.X, data.X) and not np.array_equal(val.X_test, data.X_test)
     # the base model does not fit the teacher (every layer is shifted)
@@ -295,4 +297,4 @@ def test_bad_input_raises_value_error_naming_the_field():
     with pytest.raises(ValueError, match=r"^Ws: "):
         ripple.merged(jnp.ones((2, 3, 4)), jnp.ones((2, 1, 4)), jnp.ones((2, 3, 1)), 1.0)
     with pytest.raises(ValueError, match=r"^shift_rank: "):
-        ripple.deep_teacher(L=2, d=3, shift_rank=4)
+        deep_teacher(layers=2, d=3, shift_rank=4)

@@ -82,7 +82,7 @@ def test_compare_sign_and_scale():
 
 # -- one figure script, fast -------------------------------------------------------------------------------
 def test_bound_figure_script_runs_fast(tmp_path):
-    from toyllora.figures import load_script
+    from toyllora.harness.figures import load_script
 
     paths = load_script("ripple_bound_growth").main(tmp_path, seed=0, fast=True)
     side = json.loads(open(paths["json"]).read())

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toyllora import stats
+from toyllora.protocol import stats
 
 
 def _plugin_coverage(sampler, mu, n, datasets=100_000, seed=123):

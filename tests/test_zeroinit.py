@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from toyllora import hessian, models
+from toyllora import models
+from toyllora.theory import hessian
 from toyllora.claims import zeroinit
 from toyllora.config import LoraConfig
 from toyllora.data import teacher_student

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ADAPTS = ("both", "B", "A")
+from toyllora.conventions import ADAPTS
 
 
 def product_row_norms(A: jax.Array, B: jax.Array) -> jax.Array:

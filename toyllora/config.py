@@ -16,15 +16,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from toyllora.conventions import SCALING_MODES, scale
+from toyllora.conventions import ADAPTS, DEFAULT_ETA, DROPOUT_SITES, SCALING_MODES, scale
 
-DROPOUT_SITES = ("input", "bottleneck", "output")
 INITS = ("init_a", "init_b", "pissa", "both")
 INIT_DISTS = ("kaiming", "gaussian")
 METHODS = ("lora", "allora", "allora_od", "asf")
-ADAPTS = ("both", "B", "A")
 ALLORA_METHODS = ("allora", "allora_od", "asf")
-DEFAULT_ETA = 2.0  # the paper's listing: 1/eta^2 = 1/4
 
 
 def _choice(field: str, value, allowed) -> None:

@@ -34,6 +34,9 @@ from __future__ import annotations
 import math
 
 SCALING_MODES = ("lora", "rslora", "none")
+DROPOUT_SITES = ("input", "bottleneck", "output")  # B A (m⊙x) (PEFT), B (m⊙A x) (paper Sec. 3.1), m⊙B A x
+ADAPTS = ("both", "B", "A")  # which factors ALLoRA's per-row factor reaches (the paper: both)
+DEFAULT_ETA = 2.0  # ALLoRA's eta in the paper's listing: 1/eta² = 1/4
 
 
 def scale(mode: str | float, alpha: float, rank: int) -> float:

@@ -1,4 +1,5 @@
-"""Dtype-aware tolerances and small helpers shared by the tests and the notebooks.
+"""Small helpers shared by the tests and the notebooks (the dtype-aware tolerances live in
+:mod:`toyllora.precision`).
 
 >>> import numpy as np
 >>> rel_error(np.ones(3), np.ones(3))
@@ -7,23 +8,9 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-
-def x64() -> bool:
-    return bool(jax.config.read("jax_enable_x64"))
-
-
-def float_dtype():
-    return jnp.zeros(()).dtype
-
-
-def tol(dtype=None, *, f32=1e-4, f64=1e-10) -> float:
-    """A relative tolerance for the given (default: JAX's default) float dtype."""
-    dtype = float_dtype() if dtype is None else jnp.dtype(dtype)
-    return f64 if dtype == jnp.float64 else f32
+from toyllora.precision import float_dtype, tol, x64  # noqa: F401  (re-exported for the tests)
 
 
 def rel_error(a, b) -> float:

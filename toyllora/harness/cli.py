@@ -1,0 +1,185 @@
+"""The ``toyllora`` command line: list, where, run, reproduce, figures, docs, bench.
+
+Bad input prints one line on stderr and exits with status 2; no traceback, no partial output file.
+
+Example::
+
+    toyllora list
+    toyllora where zeroinit.hessian                       # its file, proofs, tests, figure, notebook
+    toyllora run zeroinit.gradient-asymmetry --fast --out results
+    toyllora reproduce --fast                             # the smoke test (one master seed)
+    toyllora reproduce                                    # the record (master seeds 0-4)
+    toyllora figures --only zeroinit.hessian              # drawn from the record in results/
+    toyllora docs --results results                       # README ledger, key figures, proofs/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SystemExit(_fail(f"{self.prog}: error: {message}"))
+
+
+def _fail(msg: str) -> int:
+    print(msg.splitlines()[0] if msg else "toyllora: error", file=sys.stderr)
+    return 2
+
+
+def _seeds(text):
+    try:
+        vals = tuple(int(s) for s in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers >= 0 separated by commas, got {text!r}")
+    if any(v < 0 for v in vals) or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct integers >= 0, got {text!r}")
+    return vals
+
+
+def _add_seeds(s):
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--seeds", type=_seeds, default=None,
+                   help="master seeds, e.g. 0,1,2,3,4 (default: 0-4 for the full run, 0 with --fast)")
+    g.add_argument("--seed", type=_seeds, default=None, dest="seeds", help="one master seed (same as --seeds N)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="toyllora", description="Put the ALLoRA paper's claims to a measured test on toy models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("list", help="list the registered claims")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s = sub.add_parser("where", help="a claim's file, proofs, tests, figure script and notebook section")
+    s.add_argument("claim_id")
+    s = sub.add_parser("run", help="run one claim and write DIR/ID.json and its figure")
+    s.add_argument("claim_id")
+    s.add_argument("--fast", action="store_true", help="the smoke test: small setups, one master seed")
+    _add_seeds(s)
+    s.add_argument("--out", type=Path, default=Path("results"))
+    s = sub.add_parser("reproduce", help="run every claim, its figure and REPORT.md")
+    s.add_argument("--fast", action="store_true", help="the smoke test: small setups, one master seed")
+    _add_seeds(s)
+    s.add_argument("--out", type=Path, default=Path("results"))
+    s.add_argument("--force", action="store_true", help="rerun claims whose cached result is current")
+    s = sub.add_parser("figures", help="draw each claim's figure from its record (running it if needed)")
+    s.add_argument("--fast", action="store_true")
+    _add_seeds(s)
+    s.add_argument("--only", default=None, metavar="ID", help="only this claim")
+    s.add_argument("--results", type=Path, default=Path("results"), help="folder of the records")
+    s.add_argument("--out", type=Path, default=None, help="where the figures go (default: RESULTS/figures)")
+    s = sub.add_parser("docs", help="rewrite the README ledger and figure sections and proofs/README.md")
+    s.add_argument("--results", type=Path, default=Path("results"),
+                   help="folder of a full reproduce run whose records fill the ledger")
+    s.add_argument("--readme", type=Path, default=None, help="README to rewrite (default: the repository's)")
+    s.add_argument("--proofs", type=Path, default=None, help="proofs folder (default: the repository's)")
+    s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
+    s.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
+    return p
+
+
+def _cmd_list(args):
+    from toyllora.harness import registry
+
+    claims = registry.all_claims()
+    if args.json:
+        print(json.dumps([{"id": c.id, "statement": c.statement, "source": c.source, "flaw": c.flaw,
+                           "rule": c.rule()} for c in claims.values()], indent=1))
+        return 0
+    width = max(len(i) for i in claims)
+    for c in claims.values():
+        print(f"{c.id:<{width}}  {c.source:<9}  {c.statement}")
+    return 0
+
+
+def _cmd_where(args):
+    from toyllora.harness import where
+
+    print(where.render(args.claim_id))
+    return 0
+
+
+def _cmd_run(args):
+    from toyllora.harness import registry
+    from toyllora.harness.reproduce import check_out_dir, default_seeds
+
+    registry.get(args.claim_id)  # validate before any work
+    check_out_dir(args.out)
+    seeds = default_seeds(args.fast) if args.seeds is None else args.seeds
+    rec = registry.run(args.claim_id, seeds=seeds, fast=args.fast, out_dir=args.out)
+    from toyllora.harness.report import verdict_label
+
+    print(f"{rec['id']}: {verdict_label(rec)} ({rec['seconds']:.1f} s) -> {args.out / (rec['id'] + '.json')}")
+    return 0
+
+
+def _cmd_reproduce(args):
+    from toyllora.harness import reproduce
+
+    res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force)
+    print(f"{len(res['ran'])} claims run, {len(res['cached'])} cached, {len(res['failed'])} failed "
+          f"in {res['seconds']:.1f} s -> {args.out / 'REPORT.md'}")
+    if res["failed"]:
+        print(f"toyllora: error: claims failed: {', '.join(res['failed'])} (see REPORT.md)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_figures(args):
+    from toyllora.harness import figures, registry
+    from toyllora.harness.reproduce import check_out_dir
+
+    if args.only is not None:
+        registry.get(args.only)
+    check_out_dir(args.results)
+    if args.out is not None:
+        check_out_dir(args.out)
+    done = figures.run_all(results=args.results, out_dir=args.out, fast=args.fast, seeds=args.seeds,
+                           only=args.only)
+    for cid, paths in done.items():
+        how = "ran the claim" if paths["ran"] else "from its record"
+        print(f"{cid}: {paths['png']} ({how}, {paths['seconds']:.1f} s)")
+    return 0
+
+
+def _cmd_docs(args):
+    from toyllora.harness import docs
+
+    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args):
+    from toyllora.harness import bench
+
+    if args.out.suffix != ".json" or args.out.is_dir():
+        raise ValueError(f"out: the bench result is a .json file path, got {str(args.out)!r}")
+    bench.main(args.out, fast=args.fast)
+    return 0
+
+
+COMMANDS = {"list": _cmd_list, "where": _cmd_where, "run": _cmd_run, "reproduce": _cmd_reproduce,
+            "figures": _cmd_figures, "docs": _cmd_docs, "bench": _cmd_bench}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else _fail(str(e.code))
+    except ValueError as e:
+        return _fail(f"toyllora: error: {e}")
+    except OSError as e:  # e.g. an output folder that cannot be created
+        return _fail(f"toyllora: error: {e}")
+    except KeyboardInterrupt:
+        return _fail("toyllora: interrupted; finished results are kept")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
