@@ -16,13 +16,16 @@ BAD_INPUT = [
     (["run", "no.such-claim", "--fast", "--out", "{tmp}/out"], "claim:"),
     (["run", "zeroinit.gradient-asymmetry", "--out", "{tmp}/file.txt"], "out:"),
     (["reproduce", "--fast", "--out", "{tmp}/file.txt"], "out:"),
-    (["figures", "--fast", "--only", "no_such_figure", "--out", "{tmp}/out"], "only:"),
+    (["figures", "--fast", "--only", "no_such_figure", "--out", "{tmp}/out"], "claim:"),
     (["figures", "--fast", "--out", "{tmp}/file.txt"], "out:"),
+    (["figures", "--fast", "--results", "{tmp}/file.txt"], "out:"),
+    (["where", "no.such-claim"], "claim:"),
     (["docs", "--results", "{tmp}/out", "--readme", "{tmp}/README.md", "--proofs", "{tmp}"], "results:"),
     (["bench", "--fast", "--out", "{tmp}/out/bench.txt"], "out:"),
 ]
 PARSE_ERRORS = [["no-such-command"], ["run"], ["reproduce", "--seed", "-1"], ["run", "x", "--seed", "one"],
-                ["figures", "--bogus-flag"], []]
+                ["reproduce", "--seeds", "0,x"], ["reproduce", "--seed", "1", "--seeds", "2"], ["figures", "--bogus-flag"],
+                ["run", "x", "--seeds", "0,0"], ["where"], []]
 
 
 @pytest.fixture
@@ -57,7 +60,7 @@ def test_usage_errors_are_one_line_exit_2(argv, capsys):
 def test_errors_in_a_real_process_have_no_traceback(tmp_path):
     """The same contract through the interpreter, as a user meets it (stderr, exit status)."""
     for argv in (["run", "no.such-claim", "--out", str(tmp_path / "o")], ["reproduce", "--seed", "x"]):
-        p = subprocess.run([sys.executable, "-m", "toyllora.cli", *argv], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "toyllora.harness.cli", *argv], capture_output=True, text=True,
                            timeout=120)
         assert p.returncode == 2 and p.stdout == "", p
         assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
@@ -78,3 +81,10 @@ def test_list_shows_every_registered_claim(capsys):
 def test_help_exits_0(capsys):
     assert cli.main(["--help"]) == 0
     assert "reproduce" in capsys.readouterr().out
+
+
+def test_where_prints_the_claim_file_and_its_figure_script(capsys):
+    assert cli.main(["where", "zeroinit.gradient-asymmetry"]) == 0
+    out = capsys.readouterr().out
+    assert "toyllora/claims/zeroinit/gradient_asymmetry.py" in out
+    assert "figures/zeroinit_gradient_asymmetry.py" in out and "proofs/" in out and "tests/" in out

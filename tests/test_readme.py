@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from toyllora.harness import figures, registry, report
-from toyllora.harness.registry import VERDICTS
+from toyllora import claims as claims_pkg
+from toyllora.claims import VERDICTS
+from toyllora.harness import registry, report
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -28,7 +29,7 @@ def test_ledger_lists_exactly_the_registered_claims(text):
     rows = report.parse_ledger(section)
     ids = [cid for cid, _ in rows]
     claims = registry.all_claims()
-    hint = "regenerate with `toyllora reproduce --fast && toyllora docs`"
+    hint = "regenerate with `toyllora reproduce && toyllora docs` (the full run: fast records are refused)"
     assert len(ids) == len(set(ids)), f"a claim is listed twice; {hint}"
     assert set(ids) == set(claims), (f"missing: {sorted(set(claims) - set(ids))}, "
                                      f"unknown: {sorted(set(ids) - set(claims))}; {hint}")
@@ -38,8 +39,9 @@ def test_ledger_lists_exactly_the_registered_claims(text):
 
 
 def test_ledger_round_trip():
-    recs = [{"id": f"{f}.c-{i}", "flaw": f, "source": "paper", "verdict": v, "config": {"fast": True, "seed": 0},
-             "versions": {"code": "abc"}} for i, (f, v) in enumerate(zip(registry.FLAWS, VERDICTS))]
+    recs = [{"id": f"{f}.c-{i}", "flaw": f, "source": "paper", "verdict": v, "mode": "full",
+             "master_seeds": [0, 1], "stability": {"label": "stable", "counts": {v: 2}},
+             "versions": {"code": "abc"}} for i, (f, v) in enumerate(zip(claims_pkg.FLAWS, VERDICTS))]
     body = report.readme_ledger(recs)
     assert report.parse_ledger(body) == [(r["id"], r["verdict"]) for r in recs]
     new = report.set_section("a\n" + report.LEDGER_BEGIN + "\nold\n" + report.LEDGER_END + "\nb\n",
@@ -55,9 +57,10 @@ def test_key_figures_exist_and_are_listed_scripts(text):
     section = report.get_section(text, report.FIGURES_BEGIN, report.FIGURES_END)
     assert section is not None, "figure markers missing from README.md"
     images = re.findall(r"!\[[^\]]*\]\((figures/img/([a-z0-9_]+)\.png)\)", section)
-    assert min(3, len(figures.FIGURES)) <= len(images) <= 4, "three or four key figures"
+    stems = {claims_pkg.file_stem(c) for c in registry.all_claims()}
+    assert 3 <= len(images) <= 4, "three or four key figures"
     for path, name in images:
-        assert (ROOT / path).is_file() and name in figures.FIGURES, path
+        assert (ROOT / path).is_file() and name in stems, path
 
 
 def test_relative_links_resolve(text):
@@ -77,3 +80,40 @@ def test_the_two_commands_are_the_ones_ci_runs(text):
 def test_top_level_stays_small():
     extra = {p.name for p in ROOT.iterdir() if not IGNORED_TOP.match(p.name)} - TOP_LEVEL
     assert not extra, f"unexpected top-level entries: {sorted(extra)}"
+
+
+def test_ledger_refuses_fast_records_and_shows_stability():
+    rec = {"id": "dropout.c-1", "flaw": "dropout", "source": "paper", "verdict": "supported", "mode": "full",
+           "master_seeds": [0, 1, 2], "versions": {"code": "abc"},
+           "stability": {"label": "unstable", "counts": {"supported": 2, "not supported": 1}}}
+    body = report.readme_ledger([rec])
+    assert "unstable: 2 supported, 1 not supported" in body and "0 of 1 verdicts are **stable**" in body
+    with pytest.raises(ValueError, match="^results: .*--fast"):
+        report.readme_ledger([{**rec, "mode": "fast"}])
+
+
+def library_modules() -> set[str]:
+    """Every module of the package (claim files aside: ``toyllora.claims`` stands for them)."""
+    pkg = ROOT / "toyllora"
+    out = set()
+    for p in pkg.rglob("*.py"):
+        rel = p.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if len(parts) >= 3 and parts[1] == "claims":
+            continue
+        if parts[-1].startswith("_") and parts[-1] != "__init__":
+            continue
+        out.add(".".join(parts))
+    return out
+
+
+def test_library_table_lists_every_module(text):
+    section = text[text.index("## The library"):]
+    section = section[:section.index("\n## ", 3)]
+    listed = set(re.findall(r"`(toyllora(?:\.[a-z_0-9]+)*)`", section))
+    missing = library_modules() - listed
+    assert not missing, f"modules missing from the README's library table: {sorted(missing)}"
+    unknown = {m for m in listed if m not in library_modules()}
+    assert not unknown, f"the library table names modules that do not exist: {sorted(unknown)}"

@@ -7,6 +7,7 @@ real claims; the end-to-end test checks the real ones generically, whatever is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,13 +15,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from toyllora.claims import VERDICTS, Setup
 from toyllora.harness import io, registry, report, reproduce
-from toyllora.harness.registry import VERDICTS
 
 RECORD_KEYS = {"id", "statement", "source", "rule", "verdict", "measurements", "figures", "config", "versions",
                "seconds"}
@@ -29,25 +31,41 @@ FAKE_CODE = "fake-code-hash00"  # the only per-claim JSON field allowed to diffe
 
 
 # ------------------------------------------------------------------------------------------ fake claims
-def _fake_experiment(tag, behaviour):
-    def experiment(ctx):
-        import matplotlib.pyplot as plt
+@dataclasses.dataclass(frozen=True)
+class FakeParams:
+    n: int = 16
 
-        rng = np.random.default_rng(ctx.seed)
-        x = rng.standard_normal(16)
-        ctx.config.update(n=16, tag=tag)
-        fig, ax = plt.subplots()
-        ax.plot(np.cumsum(x))
-        ctx.save_figure(fig)
-        action = behaviour.get(tag)
+
+def fake_module(cid: str, behaviour: dict) -> types.ModuleType:
+    """A claim module obeying the contract of :mod:`toyllora.claims`; ``behaviour[cid]`` alters it:
+    'interrupt' (Ctrl-C inside measure), 'fail' (raises), 'unstable' (the verdict depends on the seed)."""
+    m = types.ModuleType(f"fake_{cid}")
+    m.__file__ = f"/fake/{cid}.py"
+    m.STATEMENT, m.SOURCE = f"fake claim {cid}", "extension"
+    m.SETUP = Setup(full=FakeParams(16), fast=FakeParams(8))
+    m.rule = lambda p: f"supported if mean > -10 over {p.n} draws, otherwise not supported"
+
+    def measure(p, seed):
+        action = behaviour.get(cid)
         if action == "interrupt":
             raise KeyboardInterrupt
         if action == "fail":
-            raise RuntimeError(f"{tag} broke on purpose")
-        return {"mean": float(x.mean()), "curve": np.cumsum(x), "table_md": "| a | b |\n|---|---|\n| 1 | 2 |"}
+            raise RuntimeError(f"{cid} broke on purpose")
+        x = np.random.default_rng(seed).standard_normal(p.n)
+        mean = -100.0 if action == "unstable" and seed % 2 else float(x.mean())
+        return {"mean": mean, "curve": np.cumsum(x), "table_md": "| a | b |\n|---|---|\n| 1 | 2 |"}
 
-    experiment.__qualname__ = f"fake_{tag}"
-    return experiment
+    def plot(record):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot(record["measurements"]["curve"])
+        return fig
+
+    m.measure, m.plot = measure, plot
+    m.verdict = lambda meas: "supported" if meas["mean"] > -10 else "not supported"
+    m.VERDICT_EXAMPLES = [({"mean": 0.0}, "supported"), ({"mean": -11.0}, "not supported")]
+    return m
 
 
 def fake_claims(behaviour=None) -> dict:
@@ -55,20 +73,26 @@ def fake_claims(behaviour=None) -> dict:
     out = {}
     for tag, flaw in (("one", "dropout"), ("two", "zeroinit"), ("three", "ripple")):
         cid = f"{flaw}.fake-{tag}"
-        out[cid] = registry.Claim(cid, f"fake claim {tag}", "extension", flaw, "supported if mean > -10",
-                                  _fake_experiment(cid, behaviour),
-                                  lambda m: "supported" if m["mean"] > -10 else "not supported")
+        out[cid] = registry.Claim(cid, fake_module(cid, behaviour))
     return out
+
+
+def install(claims: dict, setattr_) -> None:
+    """Make the registry serve ``claims`` (``setattr_``: monkeypatch.setattr or plain setattr)."""
+    setattr_(registry, "all_claims", lambda: dict(claims))
+    setattr_(registry, "get", lambda cid: claims[cid] if cid in claims else
+             (_ for _ in ()).throw(ValueError(f"claim: unknown id {cid!r}")))
+    # the fakes do not depend on the toyllora source; a fixed hash keeps these tests independent of edits
+    setattr_(registry, "_source_hashes", lambda cid: (FAKE_CODE, "fake-figure-hash"))
+    setattr_(io, "code_hash", lambda: FAKE_CODE)
 
 
 @pytest.fixture
 def fakes(monkeypatch):
-    """Replace the registry by three fake claims; ``behaviour[id] = 'interrupt' | 'fail'`` alters one."""
+    """Replace the registry by three fake claims; ``behaviour[id] = 'interrupt' | 'fail' | 'unstable'``."""
     behaviour = {}
     claims = fake_claims(behaviour)
-    monkeypatch.setattr(registry, "all_claims", lambda: dict(claims))
-    # the fakes do not depend on the toyllora source; a fixed hash keeps these tests independent of edits
-    monkeypatch.setattr(io, "code_hash", lambda: FAKE_CODE)
+    install(claims, monkeypatch.setattr)
     return claims, behaviour
 
 
@@ -91,10 +115,12 @@ def test_writes_records_report_and_timing(fakes, tmp_path):
     timing = json.loads((tmp_path / reproduce.TIMING_FILE).read_text())
     assert timing["seconds"] > 0 and set(timing["claim_seconds"]) == set(claims)
     text = (tmp_path / "REPORT.md").read_text()
+    assert "smoke test" in text  # fast mode is labelled
     for cid in claims:
         rec = json.loads((tmp_path / f"{cid}.json").read_text())
-        assert RECORD_KEYS <= set(rec) and rec["verdict"] in VERDICTS
-        assert f"### `{cid}` — {rec['verdict']}" in text
+        assert RECORD_KEYS <= set(rec) and rec["verdict"] in VERDICTS and rec["master_seeds"] == [0]
+        assert rec["config"]["setup"] == {"n": 8} and rec["mode"] == "fast"
+        assert f"### `{cid}` — {report.verdict_label(rec)}" in text
         assert all((tmp_path / f).exists() for f in rec["figures"])
     assert "| a | b |\n|---|---|\n| 1 | 2 |" in text  # Markdown tables from measurements shown as is
     assert "| **all** | 3 | 0 | 0 | 0 | 3 |" in text
@@ -107,23 +133,58 @@ def test_cache_skips_current_results_and_reruns_stale_ones(fakes, tmp_path):
     reproduce.reproduce(tmp_path, fast=True, progress=False)
     assert reproduce.reproduce(tmp_path, fast=True, progress=False)["cached"] == ids
     assert reproduce.reproduce(tmp_path, fast=True, progress=False, force=True)["ran"] == ids
-    assert reproduce.reproduce(tmp_path, fast=False, progress=False)["ran"] == ids  # other mode
-    assert reproduce.reproduce(tmp_path, fast=False, seed=1, progress=False)["ran"] == ids  # other seed
+    assert reproduce.reproduce(tmp_path, fast=False, seeds=(0,), progress=False)["ran"] == ids  # other mode
+    assert reproduce.reproduce(tmp_path, fast=False, seeds=(1,), progress=False)["ran"] == ids  # other seed
     # a corrupted record, a deleted figure, a record from another x64 setting: each is rerun
     (tmp_path / f"{ids[0]}.json").write_text('{"id": ')
     (tmp_path / json.loads((tmp_path / f"{ids[1]}.json").read_text())["figures"][0]).unlink()
     rec = json.loads((tmp_path / f"{ids[2]}.json").read_text())
     rec["versions"]["x64"] = not rec["versions"]["x64"]
     io.write_json(tmp_path / f"{ids[2]}.json", rec)
-    res = reproduce.reproduce(tmp_path, fast=False, seed=1, progress=False)
-    assert res["ran"] == ids and not res["cached"]
+    res = reproduce.reproduce(tmp_path, fast=False, seeds=(1,), progress=False)
+    assert res["ran"] == ids[:1] + ids[2:] and res["cached"] == ids[1:2]  # a lost figure is redrawn, not rerun
+    assert (tmp_path / json.loads((tmp_path / f"{ids[1]}.json").read_text())["figures"][0]).exists()
 
 
-def test_cache_key_tracks_code_seed_and_mode(monkeypatch):
-    k = registry.cache_key("zeroinit.x", 0, True)
-    assert k != registry.cache_key("zeroinit.x", 1, True) != registry.cache_key("zeroinit.x", 0, False)
-    monkeypatch.setattr(io, "code_hash", lambda: "0" * 16)
-    assert registry.cache_key("zeroinit.x", 0, True) != k
+def test_cache_key_tracks_code_seeds_mode_and_setup(fakes, monkeypatch):
+    claims, _ = fakes
+    cid = next(iter(claims))
+    k = registry.cache_key(cid, (0,), True)
+    assert k != registry.cache_key(cid, (1,), True) != registry.cache_key(cid, (0,), False)
+    assert registry.cache_key(cid, (0, 1), True) != k
+    monkeypatch.setattr(registry, "_source_hashes", lambda c: ("0" * 16, "fig"))
+    assert registry.cache_key(cid, (0,), True) != k
+
+
+def test_cache_key_ignores_the_harness_docstrings_and_plots_but_not_science(tmp_path, monkeypatch):
+    """The key of a claim covers its own code (plots and docstrings aside) and the science modules it
+    imports, never the harness: editing report.py or cli.py invalidates no record."""
+    deps = registry.dependencies("toyllora.claims.zeroinit.gradient_asymmetry")
+    assert "toyllora.models" in deps and "toyllora.lora" in deps
+    assert not any(d.startswith("toyllora.harness") for d in deps)
+    import ast
+
+    src = "def measure(p, s):\n    return 1\n\ndef plot(r):\n    return 2\n"
+    edited_plot = src.replace("return 2", "return 3")
+    edited_measure = src.replace("return 1", "return 4")
+    strip = lambda s: registry._strip(ast.parse(s), drop_plots=True)
+    assert strip(src) == strip(edited_plot) == strip('"""doc"""\n' + src)
+    assert strip(src) != strip(edited_measure)
+
+
+def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):
+    claims, behaviour = fakes
+    ids = list(claims)
+    behaviour[ids[0]] = "unstable"  # odd seeds flip the verdict
+    reproduce.reproduce(tmp_path, fast=False, seeds=(0, 1, 2), progress=False)
+    rec = json.loads((tmp_path / f"{ids[0]}.json").read_text())
+    assert rec["verdicts_by_seed"] == {"0": "supported", "1": "not supported", "2": "supported"}
+    assert rec["stability"] == {"label": "unstable", "counts": {"supported": 2, "not supported": 1}}
+    assert rec["verdict"] == "supported" and set(rec["measurements_by_seed"]) == {"1", "2"}
+    stable = json.loads((tmp_path / f"{ids[1]}.json").read_text())
+    assert stable["stability"]["label"] == "stable"
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "supported (unstable: 2 supported, 1 not supported)" in text and "Verdict by master seed" in text
 
 
 def test_interrupt_keeps_earlier_results_and_leaves_no_partial_file(fakes, tmp_path):
@@ -175,8 +236,10 @@ def test_out_must_be_a_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(ValueError, match="^out:"):
         reproduce.reproduce(f, fast=True, progress=False)
-    with pytest.raises(ValueError, match="^seed:"):
-        reproduce.reproduce(tmp_path / "new", seed=-1, progress=False)
+    with pytest.raises(ValueError, match="^seeds:"):
+        reproduce.reproduce(tmp_path / "new", seeds=(-1,), progress=False)
+    with pytest.raises(ValueError, match="^seeds:"):
+        reproduce.reproduce(tmp_path / "new", seeds=(1, 1), progress=False)
     assert f.read_text() == "x" and not (tmp_path / "new").exists()
 
 
@@ -184,19 +247,18 @@ def test_out_must_be_a_folder(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from test_reproduce import fake_claims
-    from toyllora.harness import io, registry, reproduce
-    io.code_hash = lambda: {code!r}
-    claims = fake_claims({{}})
+    import test_reproduce as tr
+    from toyllora.harness import registry, reproduce
+    claims = tr.fake_claims({{}})
     slow = list(claims)[1]
-    inner = claims[slow].experiment
-    def sleepy(ctx):
-        inner(ctx)            # saves its figure into the staging folder
+    inner = claims[slow].module.measure
+    def sleepy(p, seed):
+        out = inner(p, seed)
         print("sleeping", flush=True)
         time.sleep(60)
-    claims[slow] = registry.Claim(*[sleepy if f == "experiment" else getattr(claims[slow], f)
-                                    for f in registry.Claim.__dataclass_fields__])
-    registry.all_claims = lambda: dict(claims)
+        return out
+    claims[slow].module.measure = sleepy
+    tr.install(claims, setattr)
     reproduce.reproduce(sys.argv[1], fast=True, progress=False)
 """)
 
@@ -207,7 +269,7 @@ def test_killed_process_loses_nothing_and_next_run_cleans_up(fakes, tmp_path, si
     ids = list(claims)
     out = tmp_path / "out"
     script = tmp_path / "run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), code=FAKE_CODE))
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
     proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -266,41 +328,6 @@ def test_measured_numbers_are_readable():
 
 # ------------------------------------------------------------------------ end to end, every real claim
 OUTSIDE_OK = ("/dev/", "__pycache__")
-WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.chmod"}
-DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
-
-
-@pytest.fixture(scope="session")
-def fast_run(tmp_path_factory):
-    """``toyllora reproduce --fast`` in-process, once per session, with an audit hook recording every path
-    opened for writing, created, renamed or removed (to check nothing is written outside the folder)."""
-    from toyllora.harness import cli
-
-    out = tmp_path_factory.mktemp("reproduce") / "results"
-    written, active = [], [True]
-
-    def hook(event, args):  # must never raise: an exception here would break the audited call
-        if not active[0] or event not in WRITE_EVENTS:
-            return
-        try:
-            if event == "open":
-                if isinstance(args[0], (str, bytes, os.PathLike)) and isinstance(args[2], int) and \
-                        args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
-                    written.append(os.fsdecode(args[0]))
-            elif not (event in DIR_FD_ARG and args[DIR_FD_ARG[event]] not in (None, -1)):  # rmtree, by dir_fd
-                paths = args[:2] if event == "os.rename" else args[:1]
-                written.extend(os.fsdecode(p) for p in paths if isinstance(p, (str, bytes, os.PathLike)))
-        except Exception:  # noqa: BLE001
-            written.append(f"<unreadable {event} event>")
-
-    sys.addaudithook(hook)
-    code = io.code_hash()
-    t0 = time.perf_counter()
-    try:
-        rc = cli.main(["reproduce", "--fast", "--out", str(out)])
-    finally:
-        active[0] = False
-    return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}
 
 
 def skip_if_source_changed(run):
@@ -322,11 +349,11 @@ def test_end_to_end_every_claim_has_a_valid_record(fast_run):
         rec = json.loads((out / f"{cid}.json").read_text())
         assert RECORD_KEYS <= set(rec), cid
         assert rec["id"] == cid and rec["verdict"] in VERDICTS and rec["flaw"] == c.flaw, cid
-        assert rec["config"]["fast"] is True and rec["config"]["seed"] == 0, cid
+        assert rec["mode"] == "fast" and rec["master_seeds"] == [0], cid
         for fig in rec["figures"]:
             assert (out / fig).stat().st_size > 0 and (out / fig).with_suffix(".pdf").exists(), (cid, fig)
             assert f"]({fig})" in text
-        assert f"### `{cid}` — {rec['verdict']}" in text
+        assert f"### `{cid}` — {report.verdict_label(rec)}" in text
     assert f"| **all** |" in text and not io.stale_temps(out)
     # nothing written outside the output folder (caches of matplotlib and Python's bytecode aside)
     allowed = (str(out),) + OUTSIDE_OK + (matplotlib.get_cachedir(),)
@@ -341,7 +368,7 @@ def test_end_to_end_rerun_of_a_claim_is_byte_identical(fast_run, tmp_path):
     timing = json.loads((out / reproduce.TIMING_FILE).read_text())
     assert timing["claim_seconds"]
     cid = min(timing["claim_seconds"], key=timing["claim_seconds"].get)
-    rec = registry.run(cid, seed=0, fast=True, out_dir=tmp_path)
+    rec = registry.run(cid, seeds=(0,), fast=True, out_dir=tmp_path)
     assert without_timing((tmp_path / f"{cid}.json").read_text()) == \
         without_timing((out / f"{cid}.json").read_text())
     for fig in rec["figures"]:

@@ -57,7 +57,8 @@ def verdict_label(rec: dict) -> str:
     if st["label"] == "stable":
         n = sum(st["counts"].values())
         return f"{rec['verdict']} (stable, {n} seed{'s' if n != 1 else ''})"
-    counts = ", ".join(f"{n} {v}" for v, n in st["counts"].items())
+    order = sorted(st["counts"].items(), key=lambda kv: (-kv[1], VERDICTS.index(kv[0])))
+    counts = ", ".join(f"{n} {v}" for v, n in order)
     return f"{rec['verdict']} (unstable: {counts})"
 
 
