@@ -59,7 +59,7 @@ print("max |dL/dA| =", float(np.abs(g.A).max()), "  ||dL/dB|| =", float(np.linal
 # %% [markdown]
 # ## 2. The exact Hessian at the start
 #
-# `toyllora.hessian.hessian` runs `jax.hessian` on the flattened pair `(A, B)`. At `B = 0` the A block is
+# `toyllora.theory.hessian.hessian` runs `jax.hessian` on the flattened pair `(A, B)`. At `B = 0` the A block is
 # zero, the B block is `s² I ⊗ A Σ Aᵀ`, and the coupling comes from the residual. An orthogonal change of basis
 # splits the matrix into 2 × 2 blocks, so the spectrum is known in closed form and the numbers of negative,
 # zero and positive eigenvalues are a formula in the ranks `ρ = rank(XᵀT)` and `m = rank(XAᵀ)`:

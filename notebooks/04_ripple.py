@@ -28,7 +28,7 @@
 # 4. the **coupling** between layers (cross-layer Hessian blocks) as `s` grows;
 # 5. whether any of it matters for **fine-tuning**, and whether ALLoRA fixes it.
 #
-# Everything below runs the library code in `toyllora.ripple`; the claims are in `toyllora.claims.ripple`.
+# Everything below runs the library code in `toyllora.theory.ripple`; the claims are in `toyllora.claims.ripple`.
 
 # %%
 import os

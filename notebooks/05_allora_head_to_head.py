@@ -17,7 +17,7 @@
 # The ALLoRA paper (arXiv 2410.09692) reports a **+0.33-point** mean gain over LoRA, ALLoRA ahead in
 # 18 of 27 comparisons — without error bars, with the best of three eta² against a single LoRA setting.
 # This notebook shows the protocol toyllora uses instead (`toyllora.protocol`) and the statistics that
-# decide a "win" (`toyllora.stats`):
+# decide a "win" (`toyllora.protocol.stats`):
 #
 # 1. every method gets **the same learning-rate grid** (log2 steps), tuned on a *validation* split;
 # 2. the chosen setting is re-run on **fresh seeds** and scored on a *test* split;
