@@ -17,7 +17,7 @@
 # The ALLoRA paper (arXiv 2410.09692) reports a **+0.33-point** mean gain over LoRA, ALLoRA ahead in
 # 18 of 27 comparisons — without error bars, with the best of three eta² against a single LoRA setting.
 # This notebook shows the protocol toyllora uses instead (`toyllora.protocol`) and the statistics that
-# decide a "win" (`toyllora.stats`):
+# decide a "win" (`toyllora.protocol.stats`):
 #
 # 1. every method gets **the same learning-rate grid** (log2 steps), tuned on a *validation* split;
 # 2. the chosen setting is re-run on **fresh seeds** and scored on a *test* split;
@@ -33,9 +33,10 @@ import numpy as np
 
 from toyllora import protocol
 from toyllora.protocol import stats
-from toyllora.claims import headtohead
+from toyllora.claims.allora import _common
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"
+BUDGET = protocol.budget(FAST)  # the protocol's sizes: steps, lr grid, seeds
 
 # %% [markdown]
 # ## Paired differences and the bootstrap
@@ -60,7 +61,7 @@ print("unpaired means overlap, but paired:", stats.ci_text(stats.paired_differen
 
 # %%
 task = protocol.make_task("ols-low", 0)
-results = {"ols-low": {m: protocol.method_results("ols-low", m, 0, FAST) for m in ("lora", "allora")}}
+results = {"ols-low": {m: protocol.method_results("ols-low", m, 0, BUDGET) for m in ("lora", "allora")}}
 for opt in protocol.OPTIMIZERS:
     for b in protocol.BUDGETS:
         r = {m: results["ols-low"][m][opt][b] for m in ("lora", "allora")}
@@ -92,12 +93,12 @@ fig
 # measurements as `table_md`, and counts wins, ties and losses.
 
 # %%
-table, diffs = headtohead.diff_table(results, [("allora", "lora")])
+table, diffs = _common.diff_table(results, [("allora", "lora")])
 print(table)
 print(stats.tally(diffs))
 
 # %%
-headtohead.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
+_common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 
 # %% [markdown]
 # ## What to take away
@@ -129,7 +130,7 @@ headtohead.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 # %%
 more = ("allora+D", "asf", "lora-d0") if FAST else ("allora+D", "allora-OD", "asf", "lora-x-eta", "lora-d0")
 for m in more:
-    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, FAST)
-table, diffs = headtohead.diff_table(results, [("allora", m) for m in more])
+    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, BUDGET)
+table, diffs = _common.diff_table(results, [("allora", m) for m in more])
 print(table)
 print(stats.tally(diffs))
