@@ -33,9 +33,10 @@ import numpy as np
 
 from toyllora import protocol
 from toyllora.protocol import stats
-from toyllora.claims import headtohead
+from toyllora.claims.allora import _common
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"
+BUDGET = protocol.budget(FAST)  # the protocol's sizes: steps, lr grid, seeds
 
 # %% [markdown]
 # ## Paired differences and the bootstrap
@@ -60,7 +61,7 @@ print("unpaired means overlap, but paired:", stats.ci_text(stats.paired_differen
 
 # %%
 task = protocol.make_task("ols-low", 0)
-results = {"ols-low": {m: protocol.method_results("ols-low", m, 0, FAST) for m in ("lora", "allora")}}
+results = {"ols-low": {m: protocol.method_results("ols-low", m, 0, BUDGET) for m in ("lora", "allora")}}
 for opt in protocol.OPTIMIZERS:
     for b in protocol.BUDGETS:
         r = {m: results["ols-low"][m][opt][b] for m in ("lora", "allora")}
@@ -92,12 +93,12 @@ fig
 # measurements as `table_md`, and counts wins, ties and losses.
 
 # %%
-table, diffs = headtohead.diff_table(results, [("allora", "lora")])
+table, diffs = _common.diff_table(results, [("allora", "lora")])
 print(table)
 print(stats.tally(diffs))
 
 # %%
-headtohead.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
+_common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 
 # %% [markdown]
 # ## What to take away
@@ -129,7 +130,7 @@ headtohead.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 # %%
 more = ("allora+D", "asf", "lora-d0") if FAST else ("allora+D", "allora-OD", "asf", "lora-x-eta", "lora-d0")
 for m in more:
-    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, FAST)
-table, diffs = headtohead.diff_table(results, [("allora", m) for m in more])
+    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, BUDGET)
+table, diffs = _common.diff_table(results, [("allora", m) for m in more])
 print(table)
 print(stats.tally(diffs))

@@ -41,8 +41,11 @@ def test_method_table():
     (lambda: protocol.method_config("qlora", 4), "method:"),
     (lambda: protocol.optimizer_hp("rmsprop", "lora"), "optimizer:"),
     (lambda: protocol.make_task("mnist"), "task:"),
-    (lambda: protocol.run(("nope",), fast=True, progress=False), "methods:"),
-    (lambda: protocol.run(("lora",), fast=True, tasks=("nope",), progress=False), "tasks:"),
+    (lambda: protocol.run(("nope",), budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS, progress=False),
+     "methods:"),
+    (lambda: protocol.run(("lora",), budget=protocol.FAST_BUDGET, tasks=("nope",), progress=False), "tasks:"),
+    (lambda: protocol.run(("lora",), budget=True, tasks=protocol.FAST_TASKS, progress=False), "budget:"),
+    (lambda: protocol.lr_grid("sgd", True), "budget:"),
     (lambda: protocol.score_points("ranking", test_loss=1.0, base_loss=1.0), "kind:"),
 ])
 def test_bad_input(bad, field):
@@ -97,14 +100,16 @@ def test_failure_rule_scores_base_model():
 
 
 def test_grids_and_seeds():
+    assert protocol.budget(True) == protocol.FAST_BUDGET and protocol.budget(False) == protocol.FULL_BUDGET
     for fast in (True, False):
+        b = protocol.budget(fast)
         for o in protocol.OPTIMIZERS:
-            g = np.log2(protocol.lr_grid(o, fast))
-            assert np.allclose(np.diff(g), protocol.budget(fast).lr_step) and g[-1] == protocol.LR_TOP[o]
+            g = np.log2(protocol.lr_grid(o, b))
+            assert np.allclose(np.diff(g), b.lr_step) and g[-1] == protocol.LR_TOP[o]
             for m in ("lora", "allora", "full", "dora"):
-                assert np.array_equal(protocol.lr_grid(o, fast, m), 2.0 ** g)
-            assert np.allclose(16.0 * protocol.lr_grid(o, fast, "lora+16"), 2.0 ** g)  # B's lr spans the grid
-        tune, final = protocol.seeds(0, fast)
+                assert np.array_equal(protocol.lr_grid(o, b, m), 2.0 ** g)
+            assert np.allclose(16.0 * protocol.lr_grid(o, b, "lora+16"), 2.0 ** g)  # B's lr spans the grid
+        tune, final = protocol.seeds(0, b)
         assert not set(tune) & set(final) and len(final) >= 10
 
 
@@ -118,15 +123,15 @@ def test_deep_teacher_target_is_exact_without_noise():
 
 def test_tune_and_test_selects_best_validation_lr_and_pairs_seeds():
     task = protocol.make_task("ols-low", 0)
-    res = protocol.tune_and_test(task, "allora", "adam", 0, True)
-    b = protocol.budget(True)
+    b = protocol.FAST_BUDGET
+    res = protocol.tune_and_test(task, "allora", "adam", 0, b)
     for name in protocol.BUDGETS:
         r = res[name]
         assert r["lr"] == res["grid"]["lr"][protocol.select(r["val_scores"], r["val_failures"])]
         assert r["scores"].shape == (b.final_seeds,) and np.all(np.isfinite(r["scores"]))
         assert r["n_failed"] == int(r["failed"].sum())
         assert len(r["val_scores"]) == len(res["grid"]["lr"]) == b.lr_points
-    assert res["final_seeds"] == protocol.seeds(0, True)[1]
+    assert res["final_seeds"] == protocol.seeds(0, b)[1]
 
 
 # -- the claims' comparison helpers and verdict rules, on synthetic results (no training) -------------
@@ -145,13 +150,14 @@ def _fake_results(shift, n=12, seed=0):
 
 @pytest.mark.parametrize("shift, expected", [(1.0, "supported"), (-1.0, "not supported"), (0.0, None)])
 def test_compare_and_vs_lora_rule(shift, expected):
-    from toyllora.claims import headtohead
+    from toyllora.claims.allora import _common, vs_lora
+    from toyllora.protocol import stats
 
     res = _fake_results(shift)
-    table, diffs = headtohead.diff_table(res, [("allora", "lora")])
+    table, diffs = _common.diff_table(res, [("allora", "lora")])
     assert len(diffs) == 4 and table.count("\n") == 5
-    t = headtohead.stats.tally(diffs)
-    verdict = headtohead._verdict_vs_lora({"tally": t})
+    t = stats.tally(diffs)
+    verdict = vs_lora.verdict({"tally": t})
     if expected is None:  # no true difference: never "supported"
         assert verdict != "supported"
     else:
@@ -160,12 +166,12 @@ def test_compare_and_vs_lora_rule(shift, expected):
 
 
 def test_dropout_neutral_rule():
-    from toyllora.claims import headtohead
+    from toyllora.claims.allora import dropout_neutral
 
     tl = lambda mean, w, l, n=8: {"tally": {"n": n, "wins": w, "losses": l, "mean_difference": mean}}
-    assert headtohead._verdict_dropout(tl(0.05, 1, 0)) == "supported"
-    assert headtohead._verdict_dropout(tl(1.0, 6, 0)) == "not supported"
-    assert headtohead._verdict_dropout(tl(0.1, 4, 1)) == "partly supported"
+    assert dropout_neutral.verdict(tl(0.05, 1, 0)) == "supported"
+    assert dropout_neutral.verdict(tl(1.0, 6, 0)) == "not supported"
+    assert dropout_neutral.verdict(tl(0.1, 4, 1)) == "partly supported"
 
 
 def test_select_never_prefers_a_failing_setting():

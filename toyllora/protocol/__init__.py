@@ -44,11 +44,11 @@ References:
 from toyllora.protocol.methods import ALLORA_ETA, ETA2, KEEP, LORA_PLUS_RATIOS, METHODS, method_config
 from toyllora.protocol.tasks import (FAIL_LOSS_FACTOR, FAST_TASKS, TASKS, Task, make_task, score_points,
                                      score_runs)
-from toyllora.protocol.tuning import (BUDGETS, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS, Budget, ProtocolOptimizer,
-                                      budget, cells, lr_grid, make_trainer, method_results, optimizer_hp, run,
-                                      scores, seeds, select, tune_and_test)
+from toyllora.protocol.tuning import (BUDGETS, FAST_BUDGET, FULL_BUDGET, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS,
+                                      Budget, ProtocolOptimizer, budget, cells, lr_grid, make_trainer,
+                                      method_results, optimizer_hp, run, scores, seeds, select, tune_and_test)
 
-__all__ = ["ALLORA_ETA", "BUDGETS", "Budget", "ETA2", "FAIL_LOSS_FACTOR", "FAST_TASKS", "KEEP", "LORA_PLUS_RATIOS",
-           "LORA_PLUS_SHIFT", "LR_TOP", "METHODS", "OPTIMIZERS", "ProtocolOptimizer", "TASKS", "Task", "budget",
+__all__ = ["ALLORA_ETA", "BUDGETS", "Budget", "ETA2", "FAIL_LOSS_FACTOR", "FAST_BUDGET", "FAST_TASKS", "FULL_BUDGET",
+           "KEEP", "LORA_PLUS_RATIOS", "LORA_PLUS_SHIFT", "LR_TOP", "METHODS", "OPTIMIZERS", "ProtocolOptimizer", "TASKS", "Task", "budget",
            "cells", "lr_grid", "make_task", "make_trainer", "method_config", "method_results", "optimizer_hp",
            "run", "score_points", "score_runs", "scores", "seeds", "select", "tune_and_test"]

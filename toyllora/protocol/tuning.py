@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ from toyllora import optim
 from toyllora.config import LoraConfig
 from toyllora.protocol import tasks
 from toyllora.protocol.methods import LORA_PLUS_RATIOS, METHODS, method_config
-from toyllora.protocol.tasks import TASKS, FAST_TASKS, Task, make_task, score_runs
+from toyllora.protocol.tasks import TASKS, Task, make_task, score_runs
 from toyllora.train import Trainer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -75,7 +74,13 @@ def optimizer_hp(optimizer: str, method: str) -> dict:
 
 
 
-class Budget(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The sizes of the protocol: step budgets, the lr grid, the seeds, the batch and LoRA+'s tuned ratios.
+
+    A frozen dataclass, so a claim's ``Params`` can hold one (hashable, recorded as a dict).
+    """
+
     short: int
     long: int
     stride: int
@@ -84,49 +89,59 @@ class Budget(NamedTuple):
     tune_seeds: int
     final_seeds: int
     batch_size: int
+    lora_plus_ratios: tuple = LORA_PLUS_RATIOS  # the ratios lora+tuned tunes over
+
+
+FULL_BUDGET = Budget(short=40, long=400, stride=20, lr_points=8, lr_step=1.0, tune_seeds=4, final_seeds=16,
+                     batch_size=32)
+FAST_BUDGET = Budget(short=20, long=100, stride=20, lr_points=4, lr_step=2.0, tune_seeds=5, final_seeds=10,
+                     batch_size=32, lora_plus_ratios=(LORA_PLUS_RATIOS[0], LORA_PLUS_RATIOS[-1]))
 
 
 def budget(fast: bool) -> Budget:
-    """The sizes of the protocol (fast: a smoke-test version)."""
-    if fast:
-        return Budget(short=20, long=100, stride=20, lr_points=4, lr_step=2.0, tune_seeds=5, final_seeds=10,
-                      batch_size=32)
-    return Budget(short=40, long=400, stride=20, lr_points=8, lr_step=1.0, tune_seeds=4, final_seeds=16,
-                  batch_size=32)
+    """The sizes of the protocol: :data:`FAST_BUDGET` (a smoke-test version) or :data:`FULL_BUDGET`."""
+    return FAST_BUDGET if fast else FULL_BUDGET
+
+
+def _check_budget(b) -> Budget:
+    if not isinstance(b, Budget):
+        raise ValueError(f"budget: must be a toyllora.protocol.Budget (e.g. protocol.budget(fast)), got {b!r}")
+    return b
 
 
 LR_TOP = {"sgd": 0.0, "adam": -1.0}  # log2 of the largest learning rate in the grid
 LORA_PLUS_SHIFT = 4.0  # log2(16): LoRA+'s grid is A's lr, placed so that B's lr (16·lr) spans the common grid
 
 
-def lr_grid(optimizer: str, fast: bool, method: str | None = None) -> np.ndarray:
+def lr_grid(optimizer: str, budget: Budget, method: str | None = None) -> np.ndarray:
     """The log2 learning-rate grid of an optimizer: the same points for every method, except that LoRA+'s
     (whose ``lr`` is A's, B getting ``ratio · lr``) is shifted down by log2(16) so that B's learning rate
     covers the common grid."""
-    b = budget(fast)
+    b = _check_budget(budget)
     top = LR_TOP[optimizer] - (LORA_PLUS_SHIFT if method in ("lora+16", "lora+tuned") else 0.0)
     return 2.0 ** (top - b.lr_step * np.arange(b.lr_points)[::-1])
 
 
-def seeds(seed: int, fast: bool):
+def seeds(seed: int, budget: Budget):
     """``(tune_seeds, final_seeds)``: disjoint lists; the final seeds are the same for every method."""
-    b = budget(fast)
+    b = _check_budget(budget)
     base = 1000 * seed
     return [base + i for i in range(b.tune_seeds)], [base + 500 + i for i in range(b.final_seeds)]
 
 
-def make_trainer(task: Task, method: str, fast: bool, cfg: LoraConfig | None = None, objective=None) -> Trainer:
+def make_trainer(task: Task, method: str, budget: Budget, cfg: LoraConfig | None = None,
+                 objective=None) -> Trainer:
     """The protocol's Trainer for a method (or an explicit ``cfg``); equal Trainers share one compile."""
-    b = budget(fast)
+    b = _check_budget(budget)
     cfg = method_config(method, task.rank) if cfg is None else cfg
     return Trainer(task.model_fn(cfg), optimizer=ProtocolOptimizer(scaled=method == "scaled"), steps=b.long,
                    stride=b.stride,
                    batch_size=b.batch_size, metrics=tasks.metrics, objective=objective)
 
 
-def _grid(optimizer, method, fast):
-    lrs = lr_grid(optimizer, fast, method)
-    ratios = (LORA_PLUS_RATIOS[0], LORA_PLUS_RATIOS[-1]) if fast else LORA_PLUS_RATIOS
+def _grid(optimizer, method, budget: Budget):
+    lrs = lr_grid(optimizer, budget, method)
+    ratios = budget.lora_plus_ratios
     flags = optimizer_hp(optimizer, method)
     if method == "lora+tuned":
         lr = np.repeat(lrs, len(ratios))
@@ -150,7 +165,7 @@ def select(val_scores, n_failed) -> int:
     return int(np.lexsort((-val, nf))[0])
 
 
-def tune_and_test(task: Task, method: str, optimizer: str, seed: int, fast: bool, *, trainer=None,
+def tune_and_test(task: Task, method: str, optimizer: str, seed: int, budget: Budget, *, trainer=None,
                   progress=None) -> dict:
     """The protocol for one (task, method, optimizer): tune on validation, re-run on fresh seeds, score.
 
@@ -158,11 +173,11 @@ def tune_and_test(task: Task, method: str, optimizer: str, seed: int, fast: bool
     edge, the validation score of every grid point, and the ``scores``/``test_loss``/``failed`` arrays
     over the final seeds.
     """
-    b = budget(fast)
-    trainer = make_trainer(task, method, fast) if trainer is None else trainer
-    tune, final = seeds(seed, fast)
+    b = _check_budget(budget)
+    trainer = make_trainer(task, method, b) if trainer is None else trainer
+    tune, final = seeds(seed, b)
     chunk = b.tune_seeds * b.lr_points
-    g = _grid(optimizer, method, fast)
+    g = _grid(optimizer, method, b)
     h = trainer.sweep(task.base, task.data_val, g, tune, chunk_size=chunk)
     if progress is not None:
         progress.update(1)
@@ -195,19 +210,20 @@ def tune_and_test(task: Task, method: str, optimizer: str, seed: int, fast: bool
 
 
 @functools.lru_cache(maxsize=None)
-def method_results(task_name: str, method: str, seed: int, fast: bool) -> dict:
+def method_results(task_name: str, method: str, seed: int, budget: Budget) -> dict:
     """Cached: the protocol for one (task, method), both optimizers (one compiled program)."""
     task = make_task(task_name, seed)
-    trainer = make_trainer(task, method, fast)
-    return {opt: tune_and_test(task, method, opt, seed, fast, trainer=trainer) for opt in OPTIMIZERS}
+    trainer = make_trainer(task, method, budget)
+    return {opt: tune_and_test(task, method, opt, seed, budget, trainer=trainer) for opt in OPTIMIZERS}
 
 
-def run(methods, *, seed: int = 0, fast: bool = False, tasks=None, progress: bool = True) -> dict:
-    """``results[task][method][optimizer]`` for the given methods (cached per (task, method, seed, fast)),
-    with a progress bar over the (task, method) sweeps."""
+def run(methods, *, seed: int = 0, budget: Budget, tasks, progress: bool = True) -> dict:
+    """``results[task][method][optimizer]`` for the given methods and tasks (e.g. :data:`TASKS` or
+    :data:`FAST_TASKS`), cached per (task, method, seed, budget), with a progress bar over the sweeps."""
     from tqdm.auto import tqdm
 
-    tasks = (FAST_TASKS if fast else TASKS) if tasks is None else tuple(tasks)
+    _check_budget(budget)
+    tasks = tuple(tasks)
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"methods: unknown method {m!r}; allowed: {tuple(METHODS)}")
@@ -217,7 +233,7 @@ def run(methods, *, seed: int = 0, fast: bool = False, tasks=None, progress: boo
     pairs = [(t, m) for t in tasks for m in methods]
     out: dict = {t: {} for t in tasks}
     for t, m in tqdm(pairs, desc="protocol sweeps", disable=not progress, leave=False):
-        out[t][m] = method_results(t, m, seed, fast)
+        out[t][m] = method_results(t, m, seed, budget)
     return out
 
 
