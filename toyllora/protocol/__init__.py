@@ -44,7 +44,7 @@ References:
 from toyllora.protocol.methods import ALLORA_ETA, ETA2, KEEP, LORA_PLUS_RATIOS, METHODS, method_config
 from toyllora.protocol.tasks import (FAIL_LOSS_FACTOR, FAST_TASKS, TASKS, Task, make_task, score_points,
                                      score_runs)
-from toyllora.protocol.tuning import (BUDGETS, FAST_BUDGET, FULL_BUDGET, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS,
+from toyllora.protocol.tuning import (BUDGETS, draw_seeds, draw_tasks, FAST_BUDGET, FULL_BUDGET, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS,
                                       Budget, ProtocolOptimizer, budget, cells, lr_grid, make_trainer,
                                       method_results, optimizer_hp, run, scores, seeds, select, tune_and_test)
 
