@@ -26,7 +26,8 @@
 # 5. dropout and the escape, and the final norms of A and B (`zeroinit.dropout-escape`,
 #    `zeroinit.unfair-regularization`).
 #
-# The full experiments are `toyllora run <id>`; derivations are in `proofs/zeroinit_*.md`.
+# The full experiments are `toyllora run <id>` (one file per claim in `toyllora/claims/zeroinit/`, what they
+# share in its `_common.py`); derivations are in `proofs/zeroinit_*.md`.
 
 # %%
 import os
@@ -59,7 +60,7 @@ print("max |dL/dA| =", float(np.abs(g.A).max()), "  ||dL/dB|| =", float(np.linal
 # %% [markdown]
 # ## 2. The exact Hessian at the start
 #
-# `toyllora.hessian.hessian` runs `jax.hessian` on the flattened pair `(A, B)`. At `B = 0` the A block is
+# `toyllora.theory.hessian.hessian` runs `jax.hessian` on the flattened pair `(A, B)`. At `B = 0` the A block is
 # zero, the B block is `s² I ⊗ A Σ Aᵀ`, and the coupling comes from the residual. An orthogonal change of basis
 # splits the matrix into 2 × 2 blocks, so the spectrum is known in closed form and the numbers of negative,
 # zero and positive eigenvalues are a formula in the ranks `ρ = rank(XᵀT)` and `m = rank(XAᵀ)`:
