@@ -26,7 +26,8 @@
 # 5. dropout and the escape, and the final norms of A and B (`zeroinit.dropout-escape`,
 #    `zeroinit.unfair-regularization`).
 #
-# The full experiments are `toyllora run <id>`; derivations are in `proofs/zeroinit_*.md`.
+# The full experiments are `toyllora run <id>` (one file per claim in `toyllora/claims/zeroinit/`, what they
+# share in its `_common.py`); derivations are in `proofs/zeroinit_*.md`.
 
 # %%
 import os

@@ -28,19 +28,32 @@
 # 4. the **coupling** between layers (cross-layer Hessian blocks) as `s` grows;
 # 5. whether any of it matters for **fine-tuning**, and whether ALLoRA fixes it.
 #
-# Everything below runs the library code in `toyllora.theory.ripple`; the claims are in `toyllora.claims.ripple`.
+# Everything below runs the library code in `toyllora.theory.ripple`; the claims are in `toyllora/claims/ripple/`
+# (one file per claim) and `toyllora/claims/allora/input_gradient.py`. Each claim's `measure(SETUP.pick(FAST), 0)`
+# returns its measurements, and its `plot` draws them from a record.
 
 # %%
+import dataclasses
+import json
 import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from toyllora.claims.allora import input_gradient
+from toyllora.claims.ripple import bound, coupling, normalization, performance
+from toyllora.harness import io
 from toyllora.theory import ripple
-from toyllora.claims import ripple as claims
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"
 L, d, r, m = (8, 8, 2, 0.1) if FAST else (16, 16, 4, 0.1)
+
+
+def run(claim):
+    """A claim's measurements (master seed 0) and its figure, drawn from the record as `toyllora run` does."""
+    p = claim.SETUP.pick(FAST)
+    record = json.loads(io.dumps({"measurements": claim.measure(p, 0), "config": {"setup": dataclasses.asdict(p)}}))
+    return record["measurements"], claim.plot(record)
 
 # %% [markdown]
 # ## 1. The chain, step by step
@@ -83,13 +96,13 @@ print("realized", c2["realized_worst"][-1], "| mean of ratios:", c2["amgm"][-1],
 # and Gaussian adapters rescaled to the same ratio `m`, so both have the same bound.
 
 # %%
-data, _ = claims.bound_data(0, FAST)
-fig = claims.plot_bound(data)
+data, fig = run(bound)
 plt.show()
-for kind in claims.KINDS:
-    rates = {s: round(data[kind][str(s)]["growth_rate"], 4) for s in claims.SCALES}
+scales = bound.SETUP.pick(FAST).scales
+for kind in ripple.KINDS:
+    rates = {s: round(data[kind][str(s)]["growth_rate"], 4) for s in scales}
     print(f"{kind:>8}: measured growth per layer {rates};  bound 1 + s m = "
-          f"{ {s: 1 + s * m for s in claims.SCALES} }")
+          f"{ {s: 1 + s * m for s in scales} }")
 
 # %% [markdown]
 # The aligned network grows at exactly `1 + s m` per layer; random adapters grow far more slowly: a random
@@ -112,10 +125,9 @@ print("lower bound at depth L:", data["random"]["1.0"]["lower"][-1], " realized 
 # depth (proofs/ripple_normalization.md).
 
 # %%
-ndata, _ = claims.normalization_data(0, FAST)
-fig = claims.plot_normalization(ndata)
+ndata, fig = run(normalization)
 plt.show()
-for nk in claims.NORM_KINDS:
+for nk in normalization.NORM_KINDS:
     print(f"norm {nk:>5}: aligned growth exponent (fraction of log(1 + s m)) = "
           f"{ndata[f'aligned_median_exponent_{nk}']:.3f}")
 
@@ -129,8 +141,7 @@ for nk in claims.NORM_KINDS:
 # changing the function, `s B A` at fixed factors, which is what we vary:
 
 # %%
-cdata, _ = claims.coupling_data(0, FAST)
-fig = claims.plot_coupling(cdata)
+cdata, fig = run(coupling)
 plt.show()
 print("relative growth of κ̄ from smallest to largest s, per depth:", cdata["growth_with_s"])
 print("relative growth of κ̄ from smallest to largest depth at the largest s:", cdata["growth_with_L_at_max_s"])
@@ -145,8 +156,7 @@ print("relative growth of κ̄ from smallest to largest depth at the largest s:"
 # uses one depth and two methods; `toyllora run ripple.performance` runs the full grid.)
 
 # %%
-pdata, _ = claims.performance_data(0, FAST)
-fig = claims.plot_finetune(pdata)
+pdata, fig = run(performance)
 plt.show()
 for key, res in pdata["results"].items():
     if not key.endswith("curve"):
@@ -161,7 +171,7 @@ print("ALLoRA wins / losses (|z| > 2):", pdata["wins"], "/", pdata["losses"], "o
 # on the fine-tuning task above. The mechanism, on a 3-layer net with `B != 0`:
 
 # %%
-print(claims.input_gradient_mechanism(seed=0))
+print(input_gradient.input_gradient_mechanism(seed=0))
 
 # %% [markdown]
 # **Take-aways.** The chain is valid (with `C = Π||W_l||` and `m̄` the mean of the ratios) and attained by

@@ -279,7 +279,7 @@ def test_deep_teacher_is_seeded_and_consistent():
 
 
 def test_allora_leaves_the_input_gradient_unscaled():
-    from toyllora.claims.ripple import input_gradient_mechanism
+    from toyllora.claims.allora.input_gradient import input_gradient_mechanism
 
     m = input_gradient_mechanism(seed=1)
     assert m["allora_vs_lora_rel"] < tol(f32=1e-5, f64=1e-12)
