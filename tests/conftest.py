@@ -4,8 +4,13 @@
 import os
 import sys
 import time
+from pathlib import Path
 
-import matplotlib
+# Compile once per machine: every process of the suite (this one, the notebook kernels, the subprocess tests)
+# shares JAX's persistent compilation cache under build/ (ignored by git); TOYLLORA_COMPILE_CACHE=off disables it.
+os.environ.setdefault("TOYLLORA_COMPILE_CACHE", str(Path(__file__).resolve().parent.parent / "build" / "jax-cache"))
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
@@ -18,7 +23,7 @@ settings.register_profile("dev", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-OUTSIDE_OK = ("/dev/", "__pycache__")
+OUTSIDE_OK = ("/dev/", "__pycache__", os.environ["TOYLLORA_COMPILE_CACHE"])
 WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.chmod"}
 DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
 

@@ -6,3 +6,10 @@ Modules: ``conventions`` (shapes and the scale), ``config`` (LoraConfig), ``lora
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("TOYLLORA_COMPILE_CACHE") is not None:  # opt-in, see toyllora.compile_cache
+    from toyllora import compile_cache as _compile_cache
+
+    _compile_cache.from_environment()

@@ -134,7 +134,8 @@ class Trainer:
       optimizer: one of ``sgd, momentum, adam, adamw`` or a callable ``hp -> optax.GradientTransformation``.
       steps: number of optimizer steps (a multiple of ``stride``).
       stride: metrics are recorded at step 0 and every ``stride`` steps.
-      batch_size: mini-batch size (sampled without replacement each step), or None for full batch.
+      batch_size: mini-batch size, or None for full batch. Each step draws ``batch_size`` indices uniformly
+        with replacement (i.i.d. SGD sampling; a per-step permutation costs a sort per run and step).
       objective: optional ``objective(model, frozen, params, X, Y, key) -> scalar`` replacing the default
         (the model's loss in train mode, dropout masks drawn from ``key``), e.g. a closed-form expected loss.
       init: optional ``init(model, key, base) -> (frozen, params)`` replacing ``model.init``.
@@ -193,7 +194,7 @@ class Trainer:
             kb, kd = jax.random.split(jax.random.fold_in(k_train, t))
             X, Y = data.X, data.Y
             if self.batch_size is not None:
-                idx = jax.random.permutation(kb, n)[: self.batch_size]
+                idx = jax.random.randint(kb, (self.batch_size,), 0, n)
                 X, Y = X[idx], Y[idx]
             loss, grads = value_and_grad(frozen, params, X, Y, kd)
             updates, new_state = opt.update(grads, state, params)

@@ -48,6 +48,17 @@ def _add_seeds(s):
     g.add_argument("--seed", type=_seeds, default=None, dest="seeds", help="one master seed (same as --seeds N)")
 
 
+def _add_cache(s):
+    s.add_argument("--no-compile-cache", action="store_true",
+                   help="do not store/reuse compiled programs in OUT/.compile-cache (see toyllora.compile_cache)")
+
+
+def _compile_cache(args, out_dir):
+    from toyllora import compile_cache
+
+    compile_cache.for_results(out_dir, use=not args.no_compile_cache)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="toyllora", description="Put the ALLoRA paper's claims to a measured test on toy models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -60,17 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fast", action="store_true", help="the smoke test: small setups, one master seed")
     _add_seeds(s)
     s.add_argument("--out", type=Path, default=Path("results"))
+    _add_cache(s)
     s = sub.add_parser("reproduce", help="run every claim, its figure and REPORT.md")
     s.add_argument("--fast", action="store_true", help="the smoke test: small setups, one master seed")
     _add_seeds(s)
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--force", action="store_true", help="rerun claims whose cached result is current")
+    _add_cache(s)
     s = sub.add_parser("figures", help="draw each claim's figure from its record (running it if needed)")
     s.add_argument("--fast", action="store_true")
     _add_seeds(s)
     s.add_argument("--only", default=None, metavar="ID", help="only this claim")
     s.add_argument("--results", type=Path, default=Path("results"), help="folder of the records")
     s.add_argument("--out", type=Path, default=None, help="where the figures go (default: RESULTS/figures)")
+    _add_cache(s)
     s = sub.add_parser("docs", help="rewrite the README ledger and figure sections and proofs/README.md")
     s.add_argument("--results", type=Path, default=Path("results"),
                    help="folder of a full reproduce run whose records fill the ledger")
@@ -79,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
+    _add_cache(s)
     return p
 
 
@@ -110,6 +125,7 @@ def _cmd_run(args):
     registry.get(args.claim_id)  # validate before any work
     check_out_dir(args.out)
     seeds = default_seeds(args.fast) if args.seeds is None else args.seeds
+    _compile_cache(args, args.out)
     rec = registry.run(args.claim_id, seeds=seeds, fast=args.fast, out_dir=args.out)
     from toyllora.harness.report import verdict_label
 
@@ -120,6 +136,8 @@ def _cmd_run(args):
 def _cmd_reproduce(args):
     from toyllora.harness import reproduce
 
+    reproduce.check_out_dir(args.out)
+    _compile_cache(args, args.out)
     res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force)
     print(f"{len(res['ran'])} claims run, {len(res['cached'])} cached, {len(res['failed'])} failed "
           f"in {res['seconds']:.1f} s -> {args.out / 'REPORT.md'}")
@@ -138,6 +156,7 @@ def _cmd_figures(args):
     check_out_dir(args.results)
     if args.out is not None:
         check_out_dir(args.out)
+    _compile_cache(args, args.results)
     done = figures.run_all(results=args.results, out_dir=args.out, fast=args.fast, seeds=args.seeds,
                            only=args.only)
     for cid, paths in done.items():
@@ -159,6 +178,7 @@ def _cmd_bench(args):
 
     if args.out.suffix != ".json" or args.out.is_dir():
         raise ValueError(f"out: the bench result is a .json file path, got {str(args.out)!r}")
+    _compile_cache(args, args.out.parent)
     bench.main(args.out, fast=args.fast)
     return 0
 
