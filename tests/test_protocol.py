@@ -1,7 +1,6 @@
 """toyllora.protocol: the method table, the one optimizer, the failure rule, tuning and scoring."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import types
 from pathlib import Path
 
@@ -354,7 +353,7 @@ def test_end_to_end_every_claim_has_a_valid_record(fast_run):
             assert (out / fig).stat().st_size > 0 and (out / fig).with_suffix(".pdf").exists(), (cid, fig)
             assert f"]({fig})" in text
         assert f"### `{cid}` — {report.verdict_label(rec)}" in text
-    assert f"| **all** |" in text and not io.stale_temps(out)
+    assert "| **all** |" in text and not io.stale_temps(out)
     # nothing written outside the output folder (caches of matplotlib and Python's bytecode aside)
     allowed = (str(out),) + OUTSIDE_OK + (matplotlib.get_cachedir(),)
     outside = sorted({p for p in fast_run["written"] if not any(a in os.path.abspath(p) for a in allowed)})

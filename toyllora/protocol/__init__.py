@@ -1,16 +1,23 @@
 """The one head-to-head protocol: every method on every task, tuned and scored the same way.
 
-For each (task, method, optimizer):
+For each (task, method, optimizer) and master seed:
 
-1. **Tune**: one vmapped :meth:`Trainer.sweep` over a log2 learning-rate grid (:func:`lr_grid`: the same
-   points for every method, LoRA+'s expressed in B's learning rate; × the LoRA+ ratio for ``lora+tuned``)
-   and ``tune_seeds`` seeds on the *validation* split (``data_val``: its evaluation arrays are the
-   validation split). Both budgets come from the same runs (a short run is a prefix of a long run),
-   and each budget selects its own learning rate: the grid point with the best mean validation score.
-   A grid point with a failed tuning run is never selected while one without failures exists
-   (:func:`select`).
-2. **Test**: the two selected settings re-run on ``final_seeds`` fresh seeds (the same seed integers for
-   every method, so differences are paired by seed) and scored on the *test* split.
+1. **Draw the task** ``budget.draws`` times (data seeds :func:`draw_seeds`): every interval covers task draws
+   as well as optimization seeds.
+2. **Tune** on the *validation* split: a log2 learning-rate grid (:func:`lr_grid`: the same number of points
+   for every method, LoRA+'s expressed in B's learning rate; ``lora+tuned`` spreads fewer learning rates over
+   the same range × its ratios, so it gets as many runs) × ``tune_seeds`` seeds × every draw, one vmapped
+   :meth:`Trainer.sweep` per draw. Both budgets come from the same runs (a short run is a prefix of a long
+   run), and each selects its own setting: the best mean validation score over draws × seeds; a point with a
+   failed tuning run is never selected while one without failures exists (:func:`select`).
+3. **Extend an edge**: while a budget's pick sits at the smallest or largest learning rate tried, the grid
+   grows by one log2 step beyond that edge (up to ``budget.max_extension`` per side); a pick still at an edge
+   is reported ``at_edge`` and comparisons count it as a win for neither side.
+4. **Test**: the selected settings re-run on ``final_seeds`` fresh seeds in every draw (the same seeds for
+   every method, so differences are paired by draw and seed) and scored on the *test* split.
+
+Comparisons use :mod:`toyllora.protocol.stats`: an exact sign-flip test of the paired differences with the
+draws as groups (a win needs every draw to agree), multiplicity-corrected within a claim.
 
 Scores are "points", higher is better: classification: test accuracy in %; regression:
 ``100 · (1 − test loss / test loss of the base model)`` (the % of the base model's loss removed).
@@ -35,6 +42,8 @@ Example:
     2.0
     >>> float(protocol.score_points("regression", test_loss=0.25, base_loss=1.0))
     75.0
+    >>> protocol.draw_seeds(2, protocol.FULL_BUDGET)
+    [2000, 2001, 2002]
 
 References:
   Huang & Balestriero, "ALLoRA", arXiv:2410.09692; LoRA+ arXiv:2402.12354; rsLoRA arXiv:2312.03732;
@@ -44,11 +53,13 @@ References:
 from toyllora.protocol.methods import ALLORA_ETA, ETA2, KEEP, LORA_PLUS_RATIOS, METHODS, method_config
 from toyllora.protocol.tasks import (FAIL_LOSS_FACTOR, FAST_TASKS, TASKS, Task, make_task, score_points,
                                      score_runs)
-from toyllora.protocol.tuning import (BUDGETS, draw_seeds, draw_tasks, FAST_BUDGET, FULL_BUDGET, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS,
-                                      Budget, ProtocolOptimizer, budget, cells, lr_grid, make_trainer,
-                                      method_results, optimizer_hp, run, scores, seeds, select, tune_and_test)
+from toyllora.protocol.tuning import (BUDGETS, FAST_BUDGET, FULL_BUDGET, LORA_PLUS_SHIFT, LR_TOP, OPTIMIZERS,
+                                      Budget, ProtocolOptimizer, budget, cells, draw_seeds, draw_tasks, lr_grid,
+                                      make_trainer, method_results, optimizer_hp, run, scores, seeds, select,
+                                      tune_and_test)
 
-__all__ = ["ALLORA_ETA", "BUDGETS", "Budget", "ETA2", "FAIL_LOSS_FACTOR", "FAST_BUDGET", "FAST_TASKS", "FULL_BUDGET",
-           "KEEP", "LORA_PLUS_RATIOS", "LORA_PLUS_SHIFT", "LR_TOP", "METHODS", "OPTIMIZERS", "ProtocolOptimizer", "TASKS", "Task", "budget",
-           "cells", "lr_grid", "make_task", "make_trainer", "method_config", "method_results", "optimizer_hp",
-           "run", "score_points", "score_runs", "scores", "seeds", "select", "tune_and_test"]
+__all__ = ["ALLORA_ETA", "BUDGETS", "Budget", "ETA2", "FAIL_LOSS_FACTOR", "FAST_BUDGET", "FAST_TASKS",
+           "FULL_BUDGET", "KEEP", "LORA_PLUS_RATIOS", "LORA_PLUS_SHIFT", "LR_TOP", "METHODS", "OPTIMIZERS",
+           "ProtocolOptimizer", "TASKS", "Task", "budget", "cells", "draw_seeds", "draw_tasks", "lr_grid",
+           "make_task", "make_trainer", "method_config", "method_results", "optimizer_hp", "run", "score_points",
+           "score_runs", "scores", "seeds", "select", "tune_and_test"]

@@ -16,7 +16,7 @@ import optax
 from toyllora import optim
 from toyllora.config import LoraConfig
 from toyllora.protocol import tasks
-from toyllora.protocol.methods import LORA_PLUS_RATIOS, METHODS, method_config
+from toyllora.protocol.methods import METHODS, method_config
 from toyllora.protocol.tasks import TASKS, Task, make_task, score_runs
 from toyllora.train import Trainer
 
