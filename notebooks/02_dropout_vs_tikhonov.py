@@ -20,7 +20,7 @@
 #
 # 1. **In expectation** dropout *is* a Tikhonov (ridge-like) penalty, with a different penalty for each place
 #    the mask can sit: the LoRA input (PEFT's choice), the rank-r bottleneck (the paper's Eq. 1), or the
-#    branch output (the paper's OLS warm-up). Closed forms live in `toyllora.dropout_theory`.
+#    branch output (the paper's OLS warm-up). Closed forms live in `toyllora.theory.dropout`.
 # 2. **In finite training** the parameters move with the masks. We train once on sampled masks and once on
 #    the closed-form expected loss, through the *same* `Trainer`, and measure the difference.
 #
@@ -85,7 +85,7 @@ for site in ("input", "bottleneck", "output"):
 # (reviewers' question 7). How far is the *best* ridge from `q·W_OLS` when inputs are not whitened?
 
 # %%
-from toyllora.claims.dropout import best_ridge_distance
+from toyllora.claims.dropout.output_ols import best_ridge_distance
 
 qs = [0.6, 0.8, 0.9, 0.95]
 fig, ax = plt.subplots(figsize=(6, 3.5))
