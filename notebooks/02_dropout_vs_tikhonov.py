@@ -85,7 +85,7 @@ for site in ("input", "bottleneck", "output"):
 # (reviewers' question 7). How far is the *best* ridge from `q·W_OLS` when inputs are not whitened?
 
 # %%
-from toyllora.claims.dropout import best_ridge_distance
+from toyllora.claims.dropout.output_ols import best_ridge_distance
 
 qs = [0.6, 0.8, 0.9, 0.95]
 fig, ax = plt.subplots(figsize=(6, 3.5))

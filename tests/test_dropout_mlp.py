@@ -1,5 +1,5 @@
 """Dropout with a traced keep probability (Trainer hooks), the exact last-layer closed form of the digits MLP,
-the 1/√N law behind dropout.concentration, and the small helpers of toyllora.claims.dropout."""
+the 1/√N law behind dropout.concentration, and the small helpers of the dropout claims (toyllora.claims.dropout)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toyllora.theory import dropout as dt
-from toyllora import models
-from toyllora.claims import dropout as dclaims
+from toyllora import models, pretrain
+from toyllora.claims.dropout import _common as dcommon
+from toyllora.claims.dropout.iterates import settle_step
+from toyllora.claims.dropout.output_ols import best_ridge_distance
 from toyllora.config import LoraConfig
-from toyllora.data import teacher_student
+from toyllora.data import Data, teacher_student
 from toyllora.testing import rel_error, tol
 from toyllora.train import Trainer
 
@@ -87,8 +89,8 @@ def test_carried_keep_one_trains_exactly_like_no_dropout():
 def test_mlp_expected_objective_in_a_trainer_lowers_the_expected_loss():
     model, frozen, params, X, labels = _mlp(1)
     base = tuple(zip(frozen[0], frozen[1]))
-    data = type(dclaims.digits(0).finetune)(X, labels, X, labels)
-    tr = Trainer(model, "adam", steps=60, stride=60, objective=dclaims.mlp_switch_objective, init=dt.init_with_keep,
+    data = Data(X, labels, X, labels)
+    tr = Trainer(model, "adam", steps=60, stride=60, objective=dcommon.mlp_switch_objective, init=dt.init_with_keep,
                  metrics=lambda m, b, fk, p, d: {"e": dt.mlp_last_layer_expected_mse(m, fk[0], p, d.X, d.Y, fk[1])})
     h = tr.run((base, jnp.asarray(0.7), jnp.asarray(1.0)), data, {"lr": 0.02}, seed=0)
     e = np.asarray(h.metrics["e"])
@@ -113,20 +115,20 @@ def test_mc_average_rms_is_std_over_sqrt_n(seed):
 
 def test_settle_step():
     steps = np.arange(11) * 10
-    assert dclaims.settle_step([0.2, 0.1, 0.01, 0.02, 0.01, 0.0, 0, 0, 0, 0, 0], steps, 0.05) == 20
-    assert dclaims.settle_step([0.01] * 11, steps, 0.05) == 0
-    assert dclaims.settle_step([0.01] * 10 + [0.1], steps, 0.05) is None
-    assert dclaims.settle_step([0.1] * 10 + [0.01], steps, 0.05) is None  # below only at the very end
-    assert dclaims.settle_step([0.1] * 9 + [0.01] * 2, steps, 0.05) == 90  # the last 10 % counts
-    assert dclaims.settle_step([0.1] * 8 + [0.01] * 3, steps, 0.05) == 80
+    assert settle_step([0.2, 0.1, 0.01, 0.02, 0.01, 0.0, 0, 0, 0, 0, 0], steps, 0.05) == 20
+    assert settle_step([0.01] * 11, steps, 0.05) == 0
+    assert settle_step([0.01] * 10 + [0.1], steps, 0.05) is None
+    assert settle_step([0.1] * 10 + [0.01], steps, 0.05) is None  # below only at the very end
+    assert settle_step([0.1] * 9 + [0.01] * 2, steps, 0.05) == 90  # the last 10 % counts
+    assert settle_step([0.1] * 8 + [0.01] * 3, steps, 0.05) == 80
 
 
 def test_best_ridge_distance_is_zero_for_whitened_and_positive_otherwise():
     tw = teacher_student(seed=0, d_in=5, d_out=2, n_train=40, n_test=4, shift_rank=1, whiten=True, noise=0.5)
-    d, lam, lam_formula = dclaims.best_ridge_distance(tw.data.X, tw.data.Y, 0.8)
+    d, lam, lam_formula = best_ridge_distance(tw.data.X, tw.data.Y, 0.8)
     assert d <= 1e-3 and abs(lam / lam_formula - 1) <= 1e-2
     tc = teacher_student(seed=0, d_in=5, d_out=2, n_train=40, n_test=4, shift_rank=1, cond=100.0, noise=0.5)
-    assert dclaims.best_ridge_distance(tc.data.X, tc.data.Y, 0.8)[0] > 0.01
+    assert best_ridge_distance(tc.data.X, tc.data.Y, 0.8)[0] > 0.01
 
 
 def test_bad_arguments_name_their_field():
@@ -134,7 +136,7 @@ def test_bad_arguments_name_their_field():
     with pytest.raises(ValueError, match=r"^layers: "):
         dt.mlp_apply_dropout(model, frozen, params, X, jax.random.key(0), 0.5, layers="first")
     with pytest.raises(ValueError, match=r"^loss: "):
-        dclaims.pretrained_mlp(0, "hinge")
+        pretrain.digits_mlp(0, loss="hinge")
     with pytest.raises(ValueError, match=r"^model: "):
         dt.expected_objective(model, frozen, params, X, X)
     with pytest.raises(ValueError, match=r"^dropout_site: "):
