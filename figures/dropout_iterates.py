@@ -1,0 +1,13 @@
+"""dropout.iterates: The gap d(t) per optimizer and lr (median and 10–90 % band over seeds), the tolerance and T_lim.
+
+Command: ``python figures/dropout_iterates.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
+(or ``toyllora figures --only dropout.iterates``).
+Runtime: a second or two when ``results/`` holds a current record of the claim (the figure is drawn from it);
+otherwise the claim runs first (its time is in REPORT.md; ``--fast`` is a smoke test of a few seconds).
+Claim: ``dropout.iterates``, in ``toyllora/claims/dropout/iterates.py``.
+"""
+
+from toyllora.harness.figures import script_main
+
+if __name__ == "__main__":
+    script_main("dropout.iterates")
