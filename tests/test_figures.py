@@ -57,7 +57,7 @@ def test_layout_check_finds_overlaps_and_covered_points():
     assert any("title overlaps" in p for p in layout_problems(fig))
     plt.close(fig)
     fig, ax = figure()
-    ax.plot(np.linspace(0, 1, 50), np.full(50, 0.95), "o", label="points under the legend")
+    ax.plot(np.linspace(0, 1, 50), np.linspace(0, 1, 50), "o", label="points under the legend")
     ax.legend(loc="upper right")
     assert any("legend covers" in p for p in layout_problems(fig))
     legend(ax)
