@@ -8,7 +8,8 @@ from the record alone.
 
 The record (``<out>/<id>.json``) holds ``id, statement, source, flaw, rule, verdict, measurements, figures,
 config, versions, seconds`` (the contract) and ``mode, master_seeds, verdicts_by_seed, stability,
-measurements_by_seed, cache_key, figure_key``. ``measurements`` are those of the first master seed;
+measurements_by_seed, counterparts, cache_key, figure_key`` (``counterparts``: the toy claims a transformer-rung
+claim measures again, from its ``COUNTERPARTS``). ``measurements`` are those of the first master seed;
 ``measurements_by_seed`` holds the others. ``verdict`` is the verdict of most seeds (ties: the first seed's).
 
 Example:
@@ -290,6 +291,7 @@ def build_record(c: Claim, seeds, fast: bool, measurements: list[dict], seconds:
     p = c.setup.pick(fast)
     return {"id": c.id, "statement": c.statement, "source": c.source, "flaw": c.flaw, "rule": c.rule(fast),
             "verdict": st["verdict"], "mode": "fast" if fast else "full", "master_seeds": list(seeds),
+            "counterparts": list(getattr(c.module, "COUNTERPARTS", ())),
             "verdicts_by_seed": {str(s): v for s, v in zip(seeds, verdicts)},
             "stability": {"label": st["label"], "counts": st["counts"]},
             "measurements": recorded[0],

@@ -116,7 +116,51 @@ def fix_answer(topic: str, by_id: dict, registered) -> str:
 
 def fix_answers(records: list[dict], registered) -> dict:
     by_id = {r["id"]: r for r in records}
-    return {topic: fix_answer(topic, by_id, registered) for topic in FIX_EVIDENCE}
+    answers = {topic: fix_answer(topic, by_id, registered) for topic in FIX_EVIDENCE}
+    rung = transfer_map(records)
+    if not rung:
+        return answers
+    for topic in answers:
+        answers[topic] += " " + both_rungs(topic, by_id, rung)
+    return answers
+
+
+# ------------------------------------------------------------------------------ the transfer rung
+def transfer_map(records: list[dict]) -> dict[str, str]:
+    """``{toy claim id: transformer claim id}`` from the ``counterparts`` that transfer claims declare."""
+    return {toy: r["id"] for r in records for toy in r.get("counterparts", ())}
+
+
+def transfer_cell(rec: dict, by_id: dict, rung: dict) -> str:
+    """How a toy verdict compares with its transformer counterpart: agrees / differs / not measured.
+
+    >>> toy = {"id": "a.x", "verdict": "supported"}
+    >>> tr = {"id": "transfer.x", "verdict": "not supported", "counterparts": ["a.x"]}
+    >>> transfer_cell(toy, {"transfer.x": tr}, {"a.x": "transfer.x"})
+    'differs (`transfer.x`: not supported)'
+    >>> transfer_cell(toy, {}, {})
+    'not measured'
+    """
+    other = by_id.get(rung.get(rec["id"], ""))
+    if other is None:
+        return "not measured"
+    if not (is_stable(rec) and is_stable(other)):
+        return f"unstable (`{other['id']}`: {verdict_label(other)})"
+    word = "agrees" if other["verdict"] == rec["verdict"] else "differs"
+    return f"{word} (`{other['id']}`: {other['verdict']})"
+
+
+def both_rungs(topic: str, by_id: dict, rung: dict) -> str:
+    """Whether the answer to a "does ALLoRA fix it?" topic holds at the transformer rung too."""
+    cells = []
+    for cid in FIX_EVIDENCE[topic]:
+        if cid in by_id:
+            cells.append(transfer_cell(by_id[cid], by_id, rung))
+    if cells and all(c.startswith("agrees") for c in cells):
+        return "It holds on both rungs (the transformer agrees: " + "; ".join(cells) + ")."
+    if any(c.startswith("differs") for c in cells):
+        return "It does not hold at the transformer rung (" + "; ".join(cells) + ")."
+    return "The transformer rung does not settle it (" + ("; ".join(cells) or "not measured") + ")."
 
 
 # ---------------------------------------------------------------------------------- measured numbers
@@ -297,21 +341,27 @@ def render(records: list[dict], *, fast: bool, seeds=(0,), registered=None, fail
                 out += ["", "  <details><summary>traceback</summary>", "", "  ```"]
                 out += ["  " + ln for ln in f["traceback"].rstrip().splitlines()[-25:]] + ["  ```", "  </details>"]
         out.append("")
+    by_id, rung = {r["id"]: r for r in records}, transfer_map(records)
+    out += ["## Every claim", "", ledger_rows(records), ""]
     for flaw in FLAWS:
         sel = [r for r in records if r["flaw"] == flaw]
         if not sel:
             continue
         out += [f"## {FLAW_TITLES[flaw]}", ""]
         for r in sel:
-            out += claim_md(r)
+            out += claim_md(r, by_id, rung)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def claim_md(r: dict) -> list[str]:
-    """The REPORT.md section of one claim record."""
+def claim_md(r: dict, by_id: dict | None = None, rung: dict | None = None) -> list[str]:
+    """The REPORT.md section of one claim record (``by_id``/``rung``: to compare with the transformer rung)."""
     out = [f"### `{r['id']}` — {verdict_label(r)}", "",
            f"**Statement.** {r['statement']}", "",
            f"**Source:** {r['source']} · **Verdict:** **{verdict_label(r)}** · ran in {r['seconds']:.1f} s", ""]
+    if rung and r["id"] in rung:
+        out += [f"**At the transformer rung:** {transfer_cell(r, by_id or {}, rung)}", ""]
+    if r.get("counterparts"):
+        out += ["**Toy counterparts:** " + ", ".join(f"`{c}`" for c in r["counterparts"]), ""]
     by_seed = r.get("verdicts_by_seed", {})
     if len(by_seed) > 1:
         out += ["**Verdict by master seed:** " + ", ".join(f"{s}: {v}" for s, v in by_seed.items()), ""]
@@ -357,10 +407,18 @@ def readme_ledger(records: list[dict], registered=None) -> str:
            "claims)", ""]
     for topic, text in fix_answers(records, registered).items():
         out.append(f"- *{FLAW_TITLES[topic]}*: {text}")
-    out += ["", "| claim | flaw | source | verdict | stability |", "|---|---|---|---|---|"]
-    out += [f"| `{r['id']}` | {r['flaw']} | {r['source']} | **{r['verdict']}** | "
-            f"{verdict_label(r)[len(r['verdict']) + 2:-1] if r.get('stability') else '—'} |" for r in records]
+    out += ["", ledger_rows(records)]
     return "\n".join(out) + "\n"
+
+
+def ledger_rows(records: list[dict]) -> str:
+    """One table row per claim: id, flaw, source, verdict, stability and the transformer rung."""
+    by_id, rung = {r["id"]: r for r in records}, transfer_map(records)
+    out = ["| claim | flaw | source | verdict | stability | transformer rung |", "|---|---|---|---|---|---|"]
+    out += [f"| `{r['id']}` | {r['flaw']} | {r['source']} | **{r['verdict']}** | "
+            f"{verdict_label(r)[len(r['verdict']) + 2:-1] if r.get('stability') else '—'} | "
+            f"{'—' if r.get('counterparts') else transfer_cell(r, by_id, rung)} |" for r in records]
+    return "\n".join(out)
 
 
 def parse_ledger(section: str) -> list[tuple[str, str]]:
