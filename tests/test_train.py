@@ -129,4 +129,4 @@ def test_sweep_shards_over_several_devices():
         subprocess.run([sys.executable, "-c", src], check=True, env=env, capture_output=True, timeout=300)
         outs[n] = np.load(path)
         os.unlink(path)
-    np.testing.assert_allclose(outs[4], outs[1], rtol=1e-5)
+    np.testing.assert_allclose(outs[4], outs[1], rtol=tol(f32=1e-4, f64=1e-10))  # sharded sums reorder

@@ -120,24 +120,44 @@ def _adapter_metrics(cfg, layers) -> dict:
     return out
 
 
+def adapter_layers(params) -> list:
+    """Every adapter (``LoraParams``, ``MoraParams``, ``AdaLoraParams``) in a pytree, in ``jax.tree`` order (a tuple keeps its order;
+    a dict goes by sorted keys); other leaves (e.g. a trained classification head) are left out."""
+    is_adapter = lambda node: isinstance(node, (lora.LoraParams, lora.MoraParams, lora.AdaLoraParams))
+    return [p for p in jax.tree.leaves(params, is_leaf=is_adapter) if is_adapter(p)]
+
+
+def _full_delta_norm(params, base):
+    """``||W − W₀||`` over the fully fine-tuned weights that the base has (a new head has no W₀)."""
+    if isinstance(params, dict) and isinstance(base, dict):
+        trained = {k: params[k] for k in params if k in base}
+        initial = {k: base[k] for k in trained}
+        return jnp.sqrt(sum(jnp.sum(jnp.square(W - W0))
+                            for W, W0 in zip(jax.tree.leaves(trained), jax.tree.leaves(initial))))
+    layers = params if isinstance(params, tuple) else (params,)
+    bases = base if isinstance(base, tuple) else (base,)
+    bases = tuple(b[0] if isinstance(b, tuple) else b for b in bases)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(W - B0)) for W, B0 in zip(layers, bases)))
+
+
 def default_metrics(model, base, frozen, params, data) -> dict:
     """Train/test loss (and accuracy), ||A||, ||B||, ||ΔW||, per-layer norms and the row norms of BA.
 
     MoRA and AdaLoRA models report the norms of their own factors instead (``norm_M``; ``norm_P``,
     ``norm_E``, ``norm_Q``), ``delta_norm``, the row norms of ``ΔW`` and, for AdaLoRA, ``layer_rank`` (the
     nonzero singular values per layer) and ``orth_penalty``.
+    The adapters may sit anywhere in the ``params`` pytree (:func:`adapter_layers`); the per-layer arrays
+    follow its ``jax.tree`` order. Accuracy is recorded for classification and next-token models.
     """
     out = {"train_loss": models.loss(model, frozen, params, data.X, data.Y),
            "test_loss": models.loss(model, frozen, params, data.X_test, data.Y_test)}
-    if model.task == "classification":
+    if model.task in ("classification", "next_token"):
         out["train_acc"] = models.accuracy(model, frozen, params, data.X, data.Y)
         out["test_acc"] = models.accuracy(model, frozen, params, data.X_test, data.Y_test)
-    layers = params if isinstance(params, tuple) else (params,)
     if model.cfg is None:
-        bases = base if isinstance(base, tuple) else (base,)
-        bases = tuple(b[0] if isinstance(b, tuple) else b for b in bases)
-        out["delta_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(W - B0)) for W, B0 in zip(layers, bases)))
+        out["delta_norm"] = _full_delta_norm(params, base)
         return out
+    layers = adapter_layers(params)
     if getattr(model.cfg, "adapter", "lora") != "lora":
         out.update(_adapter_metrics(model.cfg, layers))
         return out

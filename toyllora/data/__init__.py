@@ -1,4 +1,5 @@
-"""Offline, seeded data: synthetic teacher–student tasks, scikit-learn's diabetes and digits.
+"""Offline, seeded data: synthetic teacher–student tasks, scikit-learn's diabetes and digits, and the
+token-sequence tasks of the transformer (:mod:`toyllora.data.sequences`).
 
 Every generator uses NumPy's ``default_rng(seed)`` in float64 and returns JAX arrays in JAX's default
 float dtype, so the same seed gives the same data with ``JAX_ENABLE_X64`` off or on (up to the cast).
@@ -230,3 +231,7 @@ def digits(seed=0, n_pretrain=1000, n_finetune=256, n_val=150):
     return Digits(Data(S(X[pre]), lab(pre), S(X[pre_te]), lab(pre_te)),
                   Data(S(Xs[ft]), lab(ft), S(Xs[te]), lab(te)),
                   Data(S(Xs[ft]), lab(ft), S(Xs[va]), lab(va)))
+
+
+from toyllora.data import sequences  # noqa: E402  (needs Data above)
+from toyllora.data.sequences import SequenceTask, pretraining_mixture, shifted_mixture  # noqa: E402, F401

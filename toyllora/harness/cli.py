@@ -1,4 +1,4 @@
-"""The ``toyllora`` command line: list, where, run, reproduce, figures, docs, bench.
+"""The ``toyllora`` command line: list, where, run, reproduce, figures, docs, bench, pretrain.
 
 Bad input prints one line on stderr and exits with status 2; no traceback, no partial output file.
 
@@ -11,6 +11,7 @@ Example::
     toyllora reproduce                                    # the record (master seeds 0-4)
     toyllora figures --only zeroinit.hessian              # drawn from the record in results/
     toyllora docs --results results                       # README ledger, key figures, proofs/README.md
+    toyllora pretrain --fast --out results                # the base transformer, cached as results/*.npz
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
+    _add_cache(s)
+    s = sub.add_parser("pretrain", help="pre-train the base transformer once (cached as DIR/transformer*.npz)")
+    s.add_argument("--fast", action="store_true", help="the small model and budget (about 20 s)")
+    s.add_argument("--out", type=Path, default=Path("results"), help="results folder holding the .npz")
+    s.add_argument("--force", action="store_true", help="pre-train even when the cached file is current")
     _add_cache(s)
     return p
 
@@ -183,8 +189,24 @@ def _cmd_bench(args):
     return 0
 
 
+def _cmd_pretrain(args):
+    from toyllora import pretrain
+    from toyllora.harness.reproduce import check_out_dir
+
+    check_out_dir(args.out)
+    _compile_cache(args, args.out)
+    res = pretrain.transformer(fast=args.fast, out=args.out, force=args.force, progress=True)
+    rec = res.record
+    how = "cached" if res.cached else f"pre-trained in {rec['seconds']:.1f} s"
+    print(f"{res.path} ({how}): {rec['n_params']} parameters; test token accuracy "
+          f"{rec['pretrain']['pretrain']['acc']:.3f} on the pre-training mixture, "
+          f"{rec['shifted']['shifted']['acc']:.3f} on the shifted one")
+    return 0
+
+
 COMMANDS = {"list": _cmd_list, "where": _cmd_where, "run": _cmd_run, "reproduce": _cmd_reproduce,
-            "figures": _cmd_figures, "docs": _cmd_docs, "bench": _cmd_bench}
+            "figures": _cmd_figures, "docs": _cmd_docs, "bench": _cmd_bench,
+            "pretrain": _cmd_pretrain}
 
 
 def main(argv=None) -> int:

@@ -3,12 +3,15 @@
 * :class:`LinearLoRA` — linear regression with one adapted layer (the OLS toy).
 * :class:`MultilinearLoRA` — ``L`` layers ``W_l + s·B_l A_l``, optional RMSNorm/LayerNorm between them.
 * :class:`MLPLoRA` — a small ReLU MLP with LoRA on every layer (classification).
+* :class:`TransformerLoRA` — a small decoder-only transformer with LoRA on any of its projections
+  (next-token prediction or sequence classification; :mod:`toyllora.models.transformer`).
 
 Every model is a frozen (hashable) dataclass with ``init(key, base, *, grad=None) -> (frozen, params)``
 and ``apply(frozen, params, X, *, train=False, key=None)``. ``cfg=None`` means full fine-tuning: then the
 trainable ``params`` are the weights themselves and ``frozen`` holds what stays fixed. ``grad`` is the
 first full gradient of the loss w.r.t. every adapted weight, in the structure :func:`first_gradients`
-returns; only ``init="lora_ga"`` needs it (the Trainer computes it from its training data).
+returns; only ``init="lora_ga"`` needs it (the Trainer computes it from its training data). A model's
+``task`` (``"regression"``, ``"classification"`` or ``"next_token"``) picks its loss in :func:`loss`.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -31,6 +34,8 @@ import optax
 
 from toyllora import lora
 from toyllora.config import LoraConfig
+from toyllora.models.transformer import TransformerConfig, TransformerLoRA  # noqa: F401  (exported)
+from toyllora.models.transformer import init_base as init_transformer  # noqa: F401
 
 NORMS = (None, "rms", "layer")
 
@@ -43,6 +48,27 @@ def mse(pred, Y):
 def xent(logits, labels):
     """Mean softmax cross-entropy against integer labels."""
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def masked_xent(logits, targets):
+    """Mean softmax cross-entropy over the scored positions: ``targets`` below 0 are ignored.
+
+    ``logits (..., V)`` and integer ``targets (...)``; the mean is over scored tokens (0 when none is).
+
+    >>> import jax.numpy as jnp
+    >>> round(float(masked_xent(jnp.zeros((1, 3, 4)), jnp.array([[2, -1, 0]]))), 4)   # log 4
+    1.3863
+    """
+    scored = targets >= 0
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(scored, targets, 0))
+    return jnp.sum(jnp.where(scored, losses, 0.0)) / jnp.maximum(jnp.sum(scored), 1)
+
+
+def token_accuracy(logits, targets):
+    """Share of scored positions (``targets >= 0``) whose arg-max logit is the target."""
+    scored = targets >= 0
+    hits = (jnp.argmax(logits, axis=-1) == targets) & scored
+    return jnp.sum(hits) / jnp.maximum(jnp.sum(scored), 1)
 
 
 def normalize(h, kind, eps=1e-6):
@@ -166,13 +192,22 @@ def init_mlp(key, sizes, dtype=None) -> tuple[tuple[Any, Any], ...]:
 
 
 def loss(model, frozen, params, X, Y, *, train=False, key=None):
-    """The model's training loss: :func:`mse` for regression, :func:`xent` for classification."""
+    """The model's training loss: :func:`mse` for regression, :func:`xent` for classification,
+    :func:`masked_xent` for next-token prediction."""
     pred = model.apply(frozen, params, X, train=train, key=key)
-    return xent(pred, Y) if model.task == "classification" else mse(pred, Y)
+    if model.task == "classification":
+        return xent(pred, Y)
+    if model.task == "next_token":
+        return masked_xent(pred, Y)
+    return mse(pred, Y)
 
 
 def accuracy(model, frozen, params, X, labels):
-    return jnp.mean(jnp.argmax(model.apply(frozen, params, X), axis=-1) == labels)
+    """Arg-max accuracy: per sample (classification) or per scored token (next-token prediction)."""
+    logits = model.apply(frozen, params, X)
+    if model.task == "next_token":
+        return token_accuracy(logits, labels)
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def first_gradients(model, base, X, Y):
