@@ -38,7 +38,7 @@ from typing import Any
 
 VERDICTS = ("supported", "partly supported", "not supported", "inconclusive")
 SOURCES = ("paper", "review", "extension")
-FLAWS = ("dropout", "zeroinit", "ripple", "allora")  # the folders, and the flaws of the ledger
+FLAWS = ("dropout", "zeroinit", "ripple", "allora", "transfer")  # the flaws of the ledger (and most folders)
 ID_PATTERN = re.compile(r"^([a-z0-9]+)\.([a-z0-9]+(?:-[a-z0-9]+)*)$")
 
 # The registry, in report order: a claim is listed here and lives in the file its id names.

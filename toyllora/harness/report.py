@@ -30,6 +30,7 @@ FLAW_TITLES = {"dropout": "Flaw 1 — dropout regularizes only in expectation",
                "zeroinit": "Flaw 2 — the zero-init start",
                "ripple": "Flaw 3 — the ripple effect of the scaling factor",
                "allora": "ALLoRA head to head",
+               "transfer": "The transfer rung — a tiny pretrained transformer",
                "overall": "Overall — ALLoRA against LoRA"}
 
 # "Does ALLoRA fix it?": the claims each answer rests on (their verdicts decide the answer).
