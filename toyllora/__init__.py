@@ -1,7 +1,8 @@
 """toyllora: the claims of the ALLoRA paper (arXiv 2410.09692) put to a measured test on toy models.
 
 Modules: ``conventions`` (shapes and the scale), ``config`` (LoraConfig), ``lora`` (the LoRA family),
-``allora`` (ALLoRA's custom VJP and its family), ``models``, ``data``, ``train`` (the compiled engine),
+``allora`` (ALLoRA's custom VJP and its family), ``mora`` (MoRA) and ``adalora`` (AdaLoRA, its rank
+allocator) as further adapter kinds, ``optim`` (LoRA+, scaled GD), ``models``, ``data``, ``train`` (the compiled engine),
 ``registry`` (claims), ``cli``.
 """
 

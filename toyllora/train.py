@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from toyllora import allora, lora, models
+from toyllora import adalora, allora, lora, models
+from toyllora.config import LoraConfig
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
@@ -102,8 +103,30 @@ def _all_finite(tree):
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def _adapter_metrics(cfg, layers) -> dict:
+    """Norms of MoRA's M or AdaLoRA's P, Λ, Q (per layer and overall), ||ΔW||, row norms, AdaLoRA ranks."""
+    fro = lambda a: jnp.sqrt(jnp.sum(jnp.square(a)))
+    fields = ("M",) if cfg.adapter == "mora" else ("P", "E", "Q")
+    out = {}
+    for f in fields:
+        out[f"layer_norm_{f}"] = jnp.stack([fro(getattr(p, f)) for p in layers])
+        out[f"norm_{f}"] = jnp.sqrt(jnp.sum(jnp.square(out[f"layer_norm_{f}"])))
+    deltas = [lora.delta(p, cfg) for p in layers]
+    out["delta_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(d)) for d in deltas))
+    out["rownorms"] = jnp.concatenate([jnp.linalg.norm(d, axis=1) for d in deltas])
+    if cfg.adapter == "adalora":
+        out["layer_rank"] = jnp.stack([jnp.sum(p.E != 0) for p in layers])  # nonzero singular values
+        out["orth_penalty"] = adalora.orthogonality_penalty(tuple(layers))
+    return out
+
+
 def default_metrics(model, base, frozen, params, data) -> dict:
-    """Train/test loss (and accuracy), ||A||, ||B||, ||ΔW||, per-layer norms and the row norms of BA."""
+    """Train/test loss (and accuracy), ||A||, ||B||, ||ΔW||, per-layer norms and the row norms of BA.
+
+    MoRA and AdaLoRA models report the norms of their own factors instead (``norm_M``; ``norm_P``,
+    ``norm_E``, ``norm_Q``), ``delta_norm``, the row norms of ``ΔW`` and, for AdaLoRA, ``layer_rank`` (the
+    nonzero singular values per layer) and ``orth_penalty``.
+    """
     out = {"train_loss": models.loss(model, frozen, params, data.X, data.Y),
            "test_loss": models.loss(model, frozen, params, data.X_test, data.Y_test)}
     if model.task == "classification":
@@ -114,6 +137,9 @@ def default_metrics(model, base, frozen, params, data) -> dict:
         bases = base if isinstance(base, tuple) else (base,)
         bases = tuple(b[0] if isinstance(b, tuple) else b for b in bases)
         out["delta_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(W - B0)) for W, B0 in zip(layers, bases)))
+        return out
+    if getattr(model.cfg, "adapter", "lora") != "lora":
+        out.update(_adapter_metrics(model.cfg, layers))
         return out
     fro = lambda a: jnp.sqrt(jnp.sum(jnp.square(a)))
     out["layer_norm_A"] = jnp.stack([fro(p.A) for p in layers])
@@ -141,6 +167,16 @@ class Trainer:
       init: optional ``init(model, key, base) -> (frozen, params)`` replacing ``model.init``.
       metrics: optional ``metrics(model, base, frozen, params, data) -> dict`` replacing
         :func:`default_metrics`.
+
+    The baselines that need more than an optimizer get it here, from the model's config:
+
+    * ``init="lora_ga"`` (LoRA-GA): without an ``init``, the adapters are created by
+      ``model.init(key, base, grad=models.first_gradients(model, base, data.X, data.Y))`` — the first full
+      gradient on the whole training set (the expected gradient that LoRA-GA's averaged batches estimate).
+    * ``adapter="adalora"``: the optimizer (named or from the callable) is wrapped in
+      :func:`toyllora.adalora.allocate_ranks` with ``cfg.allocation`` (pass the plain base optimizer), and
+      ``allocation.orth_reg × adalora.orthogonality_penalty(params)`` is added to the objective (the default
+      or the one given). ``allocation.total_steps`` is the schedule's ``T`` and must equal ``steps``.
     """
 
     model: Any
@@ -163,22 +199,47 @@ class Trainer:
             raise ValueError(f"stride: must divide steps = {self.steps}, got {self.stride}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ValueError(f"batch_size: must be None or an integer >= 1, got {self.batch_size!r}")
+        cfg = self._cfg()
+        if cfg is not None and cfg.adapter == "adalora" and cfg.allocation.total_steps != self.steps:
+            raise ValueError(f"steps: an AdaLoRA model's budget schedule has T = allocation.total_steps = "
+                             f"{cfg.allocation.total_steps}; steps must equal it, got {self.steps}")
 
     # -- one run -------------------------------------------------------------------------------------
+    def _cfg(self):
+        """The model's LoraConfig, or None (full fine-tuning, or a model configured otherwise)."""
+        cfg = getattr(self.model, "cfg", None)
+        return cfg if isinstance(cfg, LoraConfig) else None
+
     def _optimizer(self, hp):
-        if callable(self.optimizer):
-            return self.optimizer(hp)
-        return make_optimizer(self.optimizer, hp)
+        opt = self.optimizer(hp) if callable(self.optimizer) else make_optimizer(self.optimizer, hp)
+        cfg = self._cfg()
+        if cfg is not None and cfg.adapter == "adalora":
+            opt = adalora.allocate_ranks(opt, cfg.allocation)
+        return opt
 
     def _objective(self, frozen, params, X, Y, key):
         if self.objective is not None:
-            return self.objective(self.model, frozen, params, X, Y, key)
-        return models.loss(self.model, frozen, params, X, Y, train=True, key=key)
+            value = self.objective(self.model, frozen, params, X, Y, key)
+        else:
+            value = models.loss(self.model, frozen, params, X, Y, train=True, key=key)
+        cfg = self._cfg()
+        if cfg is not None and cfg.adapter == "adalora" and cfg.allocation.orth_reg > 0:
+            value = value + cfg.allocation.orth_reg * adalora.orthogonality_penalty(params)
+        return value
+
+    def _init(self, key, base, data):
+        if self.init is not None:
+            return self.init(self.model, key, base)
+        cfg = self._cfg()
+        if cfg is not None and cfg.needs_gradient:
+            grad = models.first_gradients(self.model, base, data.X, data.Y)
+            return self.model.init(key, base, grad=grad)
+        return self.model.init(key, base)
 
     def _run(self, base, data, hp, key):
         model = self.model
         k_init, k_train = jax.random.split(key)
-        frozen, params = (self.init or (lambda m, k, b: m.init(k, b)))(model, k_init, base)
+        frozen, params = self._init(k_init, base, data)
         opt = self._optimizer(hp)
         state = opt.init(params)
         n = data.X.shape[0]

@@ -4,9 +4,11 @@
 * :class:`MultilinearLoRA` — ``L`` layers ``W_l + s·B_l A_l``, optional RMSNorm/LayerNorm between them.
 * :class:`MLPLoRA` — a small ReLU MLP with LoRA on every layer (classification).
 
-Every model is a frozen (hashable) dataclass with ``init(key, base) -> (frozen, params)`` and
-``apply(frozen, params, X, *, train=False, key=None)``. ``cfg=None`` means full fine-tuning: then the
-trainable ``params`` are the weights themselves and ``frozen`` holds what stays fixed.
+Every model is a frozen (hashable) dataclass with ``init(key, base, *, grad=None) -> (frozen, params)``
+and ``apply(frozen, params, X, *, train=False, key=None)``. ``cfg=None`` means full fine-tuning: then the
+trainable ``params`` are the weights themselves and ``frozen`` holds what stays fixed. ``grad`` is the
+first full gradient of the loss w.r.t. every adapted weight, in the structure :func:`first_gradients`
+returns; only ``init="lora_ga"`` needs it (the Trainer computes it from its training data).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -70,10 +72,10 @@ class LinearLoRA:
     cfg: LoraConfig | None
     task: str = "regression"
 
-    def init(self, key, base):
+    def init(self, key, base, *, grad=None):
         if self.cfg is None:
             return jnp.zeros_like(base), base
-        return lora.init(key, base, self.cfg)
+        return lora.init(key, base, self.cfg, grad=grad)
 
     def apply(self, frozen, params, X, *, train=False, key=None):
         return _adapted(frozen, params, X, self.cfg, train, key)
@@ -95,11 +97,12 @@ class MultilinearLoRA:
         if self.norm not in NORMS:
             raise ValueError(f"norm: unknown value {self.norm!r}; allowed: {NORMS}")
 
-    def init(self, key, base):
+    def init(self, key, base, *, grad=None):
         if self.cfg is None:
             return tuple(jnp.zeros_like(W) for W in base), tuple(base)
         keys = jax.random.split(key, len(base))
-        pairs = [lora.init(k, W, self.cfg) for k, W in zip(keys, base)]
+        grads = (None,) * len(base) if grad is None else tuple(grad)
+        pairs = [lora.init(k, W, self.cfg, grad=g) for k, W, g in zip(keys, base, grads)]
         return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
 
     def apply(self, frozen, params, X, *, train=False, key=None):
@@ -127,13 +130,14 @@ class MLPLoRA:
     cfg: LoraConfig | None
     task: str = "classification"
 
-    def init(self, key, base):
+    def init(self, key, base, *, grad=None):
         Ws = tuple(W for W, _ in base)
         bs = tuple(b for _, b in base)
         if self.cfg is None:
             return (tuple(jnp.zeros_like(W) for W in Ws), bs), Ws
         keys = jax.random.split(key, len(Ws))
-        pairs = [lora.init(k, W, self.cfg) for k, W in zip(keys, Ws)]
+        grads = (None,) * len(Ws) if grad is None else tuple(grad)
+        pairs = [lora.init(k, W, self.cfg, grad=g) for k, W, g in zip(keys, Ws, grads)]
         return (tuple(p[0] for p in pairs), bs), tuple(p[1] for p in pairs)
 
     def apply(self, frozen, params, X, *, train=False, key=None):
@@ -169,3 +173,30 @@ def loss(model, frozen, params, X, Y, *, train=False, key=None):
 
 def accuracy(model, frozen, params, X, labels):
     return jnp.mean(jnp.argmax(model.apply(frozen, params, X), axis=-1) == labels)
+
+
+def first_gradients(model, base, X, Y):
+    """``∂L/∂W`` at the base weights for every weight the model adapts (LoRA-GA's input), in eval mode.
+
+    The gradient of the full fine-tuning model (``cfg=None``) of the same kind: an array for
+    :class:`LinearLoRA`, a tuple of arrays (one per layer, biases excluded) for :class:`MultilinearLoRA`
+    and :class:`MLPLoRA`, i.e. the structure ``model.init(key, base, grad=...)`` takes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from toyllora.config import LoraConfig
+        >>> m = LinearLoRA(LoraConfig(rank=1, init="lora_ga"))
+        >>> W0, X = jnp.zeros((4, 3)), jnp.eye(3)
+        >>> G = first_gradients(m, W0, X, jnp.ones((3, 4)))     # mse: G = (X W0ᵀ − Y)ᵀ X / n
+        >>> bool(jnp.allclose(G, -jnp.ones((4, 3)) / 3))
+        True
+        >>> frozen, params = m.init(jax.random.key(0), W0, grad=G)
+        >>> bool(jnp.allclose(m.apply(frozen, params, X), X @ W0.T, atol=1e-6))   # still the base model
+        True
+
+    References:
+      Wang, Yu, Li, "LoRA-GA: Low-Rank Adaptation with Gradient Approximation", arXiv:2407.05000.
+    """
+    full = dataclasses.replace(model, cfg=None)
+    frozen, params = full.init(jax.random.key(0), base)  # the key is unused by full fine-tuning
+    return jax.grad(lambda p: loss(full, frozen, p, X, Y))(params)
