@@ -26,7 +26,7 @@ import functools
 import jax
 import numpy as np
 
-from toyllora import lora
+from toyllora import lora, models
 from toyllora.config import LoraConfig
 from toyllora.conventions import DEFAULT_ETA
 from toyllora.data import teacher_student
@@ -100,9 +100,24 @@ def start(task, init: str, seed: int, rank: int, a0_aligned: float = A0_ALIGNED,
         a0, b0 = (a0_aligned, 0.0) if init == "aligned_a" else (0.0, a0_aligned)
         A, B = dynamics.aligned_start(np.asarray(task.delta), rank, a0, b0)
         return np.asarray(task.W0, np.float64), A, B
-    cfg = LoraConfig(rank=rank, alpha=float(rank), init=init, init_scale=None if init == "pissa" else init_scale)
-    frozen, p = lora.init(jax.random.key(seed), task.W0, cfg)
+    random = init in ("init_a", "init_b", "both")
+    cfg = LoraConfig(rank=rank, alpha=float(rank), init=init, init_scale=init_scale if random else None)
+    grad = None
+    if cfg.needs_gradient:   # LoRA-GA: the first full gradient dL/dW on the training data
+        grad = models.first_gradients(models.LinearLoRA(cfg), task.W0, task.data.X, task.data.Y)
+    frozen, p = lora.init(jax.random.key(seed), task.W0, cfg, grad=grad)
     return np.asarray(frozen), np.asarray(p.A), np.asarray(p.B)
+
+
+def exact_data(task, shift_rank: int):
+    """``(X, Y)`` in float64 with the noiseless target rebuilt exactly: ``Y = X (W0 + ΔW_k)ᵀ``, ``ΔW_k`` the
+    rank-``shift_rank`` truncation of the stored shift. The stored float32 data turn the shift's exact rank
+    into tiny (~1e-7 relative) singular values, which would make the structural zero eigenvalues of a
+    Hessian at B = 0 into ±1e-7 noise; the runs themselves use the stored data."""
+    X = np.asarray(task.data.X, np.float64)
+    U, S, Vt = np.linalg.svd(np.asarray(task.delta, np.float64), full_matrices=False)
+    dW = (U[:, :shift_rank] * S[:shift_rank]) @ Vt[:shift_rank]
+    return X, X @ (np.asarray(task.W0, np.float64) + dW).T
 
 
 def run_methods(task, methods, seeds, *, rank: int, steps: int, stride: int, a0_aligned: float = A0_ALIGNED,
@@ -130,9 +145,12 @@ def _stack(rules):
     return dynamics.Rule(*(np.asarray([getattr(r, f) for r in rules], np.float64) for f in dynamics.Rule._fields))
 
 
-def run_units(plan, master: int, units: Units, *, steps: int, stride: int):
+def run_units(plan, master: int, units: Units, *, steps: int, stride: int, offset: int = 0):
     """Every ``(name, init, Rule)`` of each ``(toy, methods)`` of ``plan`` on every unit, in chunks of
     :data:`CHUNK` runs (one compiled program for all of them).
+
+    ``offset`` shifts every data seed and optimization seed (``offset = 50``: tuning units disjoint from the
+    scoring units of the same master seed, for up to 50 seeds per draw).
 
     Returns ``(runs, steps)``: ``runs[(toy.name, name)]`` holds ``A (U, records, r, d_in)``,
     ``B (U, records, d_out, r)``, ``W`` (frozen, ``(U, d_out, d_in)``), ``W0`` and ``delta`` (the unit's task),
@@ -141,12 +159,13 @@ def run_units(plan, master: int, units: Units, *, steps: int, stride: int):
     rows, X, Y, W, A, B, W0, D, rules, seeds = [], [], [], [], [], [], [], [], [], []
     for toy, methods in plan:
         for d, ds in enumerate(draw_seeds(master, units)):
-            task = toy_task(toy, ds)
+            task = toy_task(toy, ds + offset)
             for name, init, rule in methods:
-                for s in opt_seeds(master, units, d):
+                for s in (k + offset for k in opt_seeds(master, units, d)):
                     w, a, b = start(task, init, s, toy.rank, init_scale=toy.init_scale)
                     rows.append((toy.name, name)), X.append(np.asarray(task.data.X)), Y.append(np.asarray(task.data.Y))
-                    W.append(w), A.append(a), B.append(b), W0.append(np.asarray(task.W0)), D.append(np.asarray(task.delta))
+                    W.append(w), A.append(a), B.append(b)
+                    W0.append(np.asarray(task.W0)), D.append(np.asarray(task.delta))
                     rules.append(rule), seeds.append(s)
     As, Bs, div = [], [], []
     for i in range(0, len(rows), CHUNK):
@@ -284,7 +303,7 @@ def escape_methods(r: EscapeRuns):
     return bal, esc
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)  # >= the master seeds of one reproduce (0-4), run claim by claim
 def escape_runs(r: EscapeRuns, master: int):
     """All runs of the escape claims for one master seed (cached: the claims share them).
 
@@ -341,7 +360,7 @@ def dropout_methods(r: DropoutRuns):
     return base, escape
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)  # >= the master seeds of one reproduce (0-4), run claim by claim
 def dropout_runs(r: DropoutRuns, master: int):
     """All runs of the dropout claims of this folder for one master seed (cached: the claims share them)."""
     base, plateau = dropout_methods(r)

@@ -60,7 +60,8 @@ def rule(p: Params) -> str:
             "otherwise (or if a LoRA run never escapes, or an ALLoRA run never escapes while the interval would "
             "call the cell fixed). Supported if every cell is fixed; partly supported if some are; not supported "
             "if every cell is not fixed; inconclusive otherwise. ALLoRA against LoRA at l_b (the unmatched "
-            "comparison) is reported alongside.")
+            "comparison) is reported alongside. Control: LoRA at the paper's matched rate eta·l_b, on the same "
+            "units (same task, same A), which removes ALLoRA's adaptive factor and keeps its c = eta at BA = 0.")
 
 
 def measure(p: Params, seed: int) -> dict:

@@ -16,7 +16,8 @@ STATEMENT = ("Dropout regularizes the two factors unfairly: its penalty decays A
              "while the final ||B|| moves by more than 500 % (Fig. 3).")
 SOURCE = "paper"
 PAPER = {"spread_A": 0.30, "spread_B": 5.0}   # the paper's Fig. 3, as relative spreads
-UNFAIR = 2.0   # a cell is unfair if ΔB²/ΔA² (across drop rates) exceeds this: B's squared norm moves twice A's
+UNFAIR_RATIO = 2.0   # unfair: across drop rates ||B||² moves by more than this × what ||A||² moves
+UNFAIR = (UNFAIR_RATIO - 1.0) / (UNFAIR_RATIO + 1.0)   # the same threshold on D = (|ΔB²| − |ΔA²|)/(|ΔA²| + |ΔB²|)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +47,18 @@ def rule(p: Params) -> str:
             "dropout shrinks ||B||² more than ||A||²; the gradient flow of any loss of BA whose dropout penalty is "
             "invariant under A_k → cA_k, B_k → B_k/c (input and bottleneck, sampled or expected) conserves "
             "diag(AAᵀ − BᵀB), i.e. Δ||A_k||² = Δ||B_k||² — the control is that law, whose discrete drift halves "
-            f"with lr. Per unit R = (||B||²(rate {fmt(max(r.drop_rates))}) − ||B||²(0)) / (||A||²(rate) − "
-            "||A||²(0)) (Frobenius, paired by unit: same task, same A); its mean and t-interval over units "
-            f"(draws as groups) at level 1 − 0.05/{k} (Bonferroni over the {k} cells, optimizer × site). A cell "
-            f"is unfair if the interval's lower end is > {fmt(UNFAIR)}, fair if its upper end is < {fmt(UNFAIR)}. "
-            "Supported if every SGD cell is unfair (the mechanism survives the flow limit); partly supported if "
-            "some cell is unfair (e.g. only under Adam, which breaks the law); not supported if every cell is "
-            "fair; inconclusive otherwise. The paper's statistic (relative spread of the final norms across "
-            "drop rates) and the spread of ||B|| the law predicts from ||A|| are reported.")
+            f"with lr. Per unit, with ΔA² = ||A||²(rate {fmt(max(r.drop_rates))}) − ||A||²(0) and ΔB² likewise "
+            "(Frobenius, paired by unit: same task, same A), the scale-free D = (|ΔB²| − |ΔA²|) / (|ΔA²| + |ΔB²|) "
+            f"∈ [−1, 1] (0: the law; {UNFAIR:.3g}: B's squared norm moves {fmt(UNFAIR_RATIO)} × A's); its mean and "
+            f"t-interval over units (draws as groups) at level 1 − 0.05/{k} (Bonferroni over the {k} cells, "
+            f"optimizer × site). A cell is unfair if the interval's lower end is > {UNFAIR:.3g}, fair if its upper "
+            f"end is < {UNFAIR:.3g}. "
+            "The mechanism is a property of the penalty, so the SGD cells (the flow limit, at two step sizes) "
+            "decide: supported if every SGD cell is unfair; partly supported if some SGD cell is, or if every "
+            "SGD cell is fair but an Adam cell is unfair (an optimizer effect: Adam breaks the law); not "
+            "supported if every SGD cell is fair and no Adam cell is unfair; inconclusive otherwise. The paper's statistic (relative spread of the final norms across "
+            "drop rates) and the spread of ||B|| the law predicts from ||A|| are reported. Control: no dropout "
+            "on the same unit (drop rate 0) and the conservation law's D = 0, whose drift halves with lr.")
 
 
 def _norms(run, t):
@@ -73,6 +78,8 @@ def measure(p: Params, seed: int) -> dict:
         astart = np.sum(run0["A"][:, 0] ** 2, axis=(-2, -1))
         for site in SITE_CODES:
             a, b = _norms(runs[(BASE.name, dropout_name(opt, lr, site, top))], t)
+            dA2, dB2 = np.abs(a - a0), np.abs(b - b0)
+            D = (dB2 - dA2) / (dA2 + dB2)
             R = (b - b0) / (a - a0)
             # the old statistic: relative spread of the mean final norm over drop rates (0, rates)
             nA, nB, law = [], [], []
@@ -84,7 +91,7 @@ def measure(p: Params, seed: int) -> dict:
             spread = lambda v: float((max(v) - min(v)) / min(v))
             out["cells"][f"{label}|{site}"] = {
                 "optimizer": opt, "lr": lr, "record": t, "site": site,
-                "delta_A2": a - a0, "delta_B2": b - b0, "R": interval_test(R, u, alpha=0.05 / k),
+                "delta_A2": a - a0, "delta_B2": b - b0, "D": interval_test(D, u, alpha=0.05 / k),
                 "R_median": float(np.median(R)),
                 "law_violation": float(np.median(np.abs((b - b0) - (a - a0)) / (np.abs(a - a0) + np.abs(b - b0)))),
                 "norm_A_mean": nA, "norm_B_mean": nB, "norm_B_law": law,
@@ -93,7 +100,7 @@ def measure(p: Params, seed: int) -> dict:
 
 
 def cell_outcome(c: dict) -> str:
-    d = c["R"]
+    d = c["D"]
     if d["lo"] is not None and d["lo"] > UNFAIR:
         return "unfair"
     return "fair" if d["hi"] is not None and d["hi"] < UNFAIR else "undecided"
@@ -102,27 +109,29 @@ def cell_outcome(c: dict) -> str:
 def verdict(m: dict) -> str:
     out = {k: cell_outcome(c) for k, c in m["cells"].items()}
     sgd = [o for k, o in out.items() if m["cells"][k]["optimizer"] == "SGD"]
+    adam = [o for k, o in out.items() if m["cells"][k]["optimizer"] != "SGD"]
     if sgd and all(o == "unfair" for o in sgd):
         return "supported"
-    if any(o == "unfair" for o in out.values()):
+    all_fair = bool(sgd) and all(o == "fair" for o in sgd)
+    if "unfair" in sgd or (all_fair and "unfair" in adam):
         return "partly supported"
-    return "not supported" if all(o == "fair" for o in out.values()) else "inconclusive"
+    return "not supported" if all_fair else "inconclusive"
 
 
 def plot(record: dict):
-    """R = ΔB²/ΔA² per cell (the law: 1), and the final norms across drop rates with the law's ||B||."""
+    """D per cell (the law: 0), and the final norms across drop rates with the law's ||B||."""
     data = record["measurements"]
     fig, axes = figure(1, 3, figsize=(16, 5.0))
     ax = axes[0]
     keys = list(data["cells"])
     for i, key in enumerate(keys):
-        d = data["cells"][key]["R"]
+        d = data["cells"][key]["D"]
         ax.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
                     color="tab:purple" if key.startswith("Adam") else "tab:blue")
-    ax.axvline(1.0, color="k", lw=0.6, label="conservation law: ΔB² = ΔA²")
-    ax.axvline(UNFAIR, color="k", ls=":", lw=0.8, label=f"'unfair' threshold {UNFAIR:g}")
+    ax.axvline(0.0, color="k", lw=0.6, label="conservation law: |ΔB²| = |ΔA²|")
+    ax.axvline(UNFAIR, color="k", ls=":", lw=0.8, label=f"'unfair': |ΔB²| = {UNFAIR_RATIO:g} |ΔA²|")
     ax.set_yticks(range(len(keys)), [k.replace("|", ", ") for k in keys], fontsize=8)
-    ax.set_xlabel("R = Δ||B||² / Δ||A||² (largest drop rate vs none)")
+    ax.set_xlabel("D = (|Δ||B||²| − |Δ||A||²|) / (|Δ||A||²| + |Δ||B||²|), largest drop rate vs none")
     legend(ax, "below", fontsize=8)
     rates = np.asarray(data["drop_rates"], float)
     for ax, site in zip(axes[1:], SITE_CODES):
@@ -145,18 +154,22 @@ def plot(record: dict):
 
 
 def _cell(opt, lo, hi):
-    return {"optimizer": opt, "R": {"lo": lo, "hi": hi, "mean": (lo + hi) / 2}}
+    return {"optimizer": opt, "D": {"lo": lo, "hi": hi, "mean": (lo + hi) / 2}}
 
 
-def _case(sgd=(0.9, 1.1), adam=(0.9, 1.1)):
+def _case(sgd=(-0.05, 0.05), adam=(-0.05, 0.05)):
     return {"cells": {"SGD lr 0.1|input": _cell("SGD", *sgd), "SGD lr 0.05|bottleneck": _cell("SGD", *sgd),
                       "Adam lr 0.01|input": _cell("Adam", *adam)}}
 
 
 VERDICT_EXAMPLES = [
-    (_case(sgd=(2.1, 3.0), adam=(0.9, 1.1)), "supported"),
-    (_case(sgd=(0.9, 1.1), adam=(2.01, 3.0)), "partly supported"),   # unfair under Adam only
-    (_case(sgd=(0.9, 1.1), adam=(0.9, 1.99)), "not supported"),
-    (_case(sgd=(1.5, 2.0), adam=(0.9, 1.1)), "inconclusive"),        # 2 is not below 2
-    (_case(sgd=(2.0, 3.0), adam=(0.9, 1.1)), "inconclusive"),        # 2 is not above 2
+    (_case(sgd=(0.4, 0.6)), "supported"),
+    (_case(adam=(0.34, 0.5)), "partly supported"),                   # unfair under Adam only
+    ({"cells": {"SGD lr 0.1|input": _cell("SGD", 0.4, 0.5), "SGD lr 0.1|bottleneck": _cell("SGD", 0.0, 0.1)}},
+     "partly supported"),                                            # unfair at one site only
+    (_case(adam=(-0.5, 0.33)), "not supported"),
+    (_case(adam=(-0.5, 0.9)), "not supported"),                      # an undecided Adam cell cannot upgrade
+    (_case(sgd=(0.2, 1.0 / 3.0)), "inconclusive"),                   # 1/3 is not below 1/3
+    (_case(sgd=(0.2, 0.5), adam=(0.4, 0.6)), "inconclusive"),        # SGD undecided: Adam cannot decide
+    (_case(sgd=(1.0 / 3.0, 0.5)), "inconclusive"),                   # 1/3 is not above 1/3
 ]
