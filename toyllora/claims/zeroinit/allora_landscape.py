@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.zeroinit._common import (BASE, PLATEAU, EscapeRuns, Units, draw_seeds, escape_runs, holm,
-                                              interval_test, lr_name, progress, toy_task)
+from toyllora.claims.zeroinit._common import (BASE, PLATEAU, EscapeRuns, Units, draw_seeds, escape_runs,
+                                              exact_data, holm, interval_test, lr_name, progress, toy_task)
 from toyllora.plotting import figure, legend
 from toyllora.theory import dynamics
 from toyllora.theory import hessian as hess
@@ -40,7 +40,8 @@ def rule(p: Params) -> str:
             f"{u.seeds} seeds per master seed, A random and B = 0, eta {fmt(r.eta)}). (a) The landscape at the "
             "start: ALLoRA's update field at θ0 against eta × LoRA's gradient (relative error), and the Jacobian "
             "of ALLoRA's field with its factor c held at its value (as the listing computes it: no gradient "
-            "through c) — the Hessian of the row-weighted loss, float64 closed form — against LoRA's Hessian: "
+            "through c) — the Hessian of the row-weighted loss, float64 closed form, noiseless target rebuilt in "
+            "float64 — against LoRA's Hessian: "
             f"inertia and κ (zero when |λ| <= {RTOL:g}·max|λ|). (a) holds if in some unit the inertia differs or "
             f"|log κ_ALLoRA − log κ_LoRA| > log 1.1; fails if in every unit the inertia is the same and κ agrees "
             f"within {SAME:g} (relative); undecided otherwise. The same quantities are read on ALLoRA's SGD "
@@ -56,9 +57,9 @@ def rule(p: Params) -> str:
             "first step ALLoRA's equals, and Adam (which breaks the conservation law).")
 
 
-def _T(task):
-    X = np.asarray(task.data.X, np.float64)
-    return X, np.asarray(task.data.Y, np.float64)
+def _T(task, toy):
+    """The unit's data with the noiseless target rebuilt in float64 (structural zeros stay exact zeros)."""
+    return exact_data(task, toy.shift_rank)
 
 
 def _landscape(A, B, X, Y, W, eta):
@@ -90,7 +91,7 @@ def measure(p: Params, seed: int) -> dict:
         start, along = [], {lv: [] for lv in LEVELS}
         field_err = []
         for i in range(u.n):
-            X, Y = _T(tasks[i // u.seeds])
+            X, Y = _T(tasks[i // u.seeds], toy)
             W = run["W"][i].astype(np.float64)
             A0, B0 = run["A"][i, 0].astype(np.float64), run["B"][i, 0].astype(np.float64)
             start.append(_landscape(A0, B0, X, Y, W, r.eta))
