@@ -147,15 +147,15 @@ tr = dynamics.simulate(task.data.X, task.data.Y, stack(start[0]), stack(start[1]
 T_ = np.asarray(task.delta, np.float64)
 learned = np.einsum("rtik,rtkj->rtij", tr.B, tr.A)
 progress = np.einsum("rtij,ij->rt", learned, T_) / np.sum(T_ * T_)
-Q = np.einsum("rtij,rtkj->rtik", tr.A, tr.A) - np.einsum("rtki,rtkj->rtij", tr.B, tr.B)
-drift = np.linalg.norm(Q - Q[:, :1], axis=(-2, -1)) / np.linalg.norm(Q[:, 0], axis=(-2, -1))[:, None]
+# the scale-free violation of AAᵀ − BᵀB: ||ΔQ|| / (||Δ AAᵀ|| + ||Δ BᵀB||), 0 when kept, 1 when one factor alone moved
+drift = dynamics.conservation_violation(tr.A, tr.B)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for i, name in enumerate(rules):
     esc = dynamics.escape_time(progress[i], 0.5, tr.steps)
     axes[0].plot(np.maximum(tr.steps, 1), progress[i], label=f"{name} (escape {esc:g})")
     axes[1].plot(np.maximum(tr.steps, 1), np.maximum(drift[i], 1e-9), label=name)
 axes[0].set_ylabel("learned fraction of the target")
-axes[1].set_ylabel("||Q(t) − Q(0)|| / ||Q(0)||, Q = AAᵀ − BᵀB")
+axes[1].set_ylabel("violation of AAᵀ − BᵀB (scale-free)")
 for ax in axes:
     ax.set_xscale("log")
     ax.set_xlabel("step")
@@ -166,13 +166,45 @@ plt.show()
 # %% [markdown]
 # What to read off: ALLoRA at `l_b` is not faster than LoRA at `η · l_b` under SGD (it matches it at the
 # very start, then its factor shrinks), and under Adam it behaves like LoRA at `l_b`. GD nearly keeps
-# `AAᵀ − BᵀB` (ALLoRA's flow conserves it too: its factor is diagonal per output row), Adam does not.
+# `AAᵀ − BᵀB` (ALLoRA's flow conserves it too: its factor multiplies `G = ∂L/∂(BA)`, which both factor
+# gradients share), Adam does not — and its violation does not shrink with the learning rate
+# (`zeroinit.balance`, which also checks LoRA+'s own invariant `AAᵀ/η_A − BᵀB/η_B` and scaled GD's
+# `log det(AAᵀ+δ) − log det(BᵀB+δ)`). With dropout the law still holds for `diag(AAᵀ − BᵀB)`: the penalty
+# is invariant under `A_k → cA_k, B_k → B_k/c`, so dropout moves `||A_k||²` and `||B_k||²` by the same amount
+# under SGD (`zeroinit.unfair-regularization`); and against its own (shrunk) target dropout does not slow
+# the escape (`zeroinit.dropout-escape`).
 
 # %%
 for i, name in enumerate(rules):
     print(f"{name:36s} final ||A|| = {np.linalg.norm(tr.A[i, -1]):.3f}  ||B|| = {np.linalg.norm(tr.B[i, -1]):.3f}")
 
 # %% [markdown]
+# ## 6. How does ALLoRA address the landscape at B = 0? (`zeroinit.allora-landscape`)
+#
+# At `BA = 0` ALLoRA's factor is `c = η` in every row, so its update is `η` times LoRA's gradient, and the
+# Jacobian of its update field (with `c` held, as the listing computes it) is `η` times LoRA's Hessian: the
+# same inertia and the same condition number. Under SGD it keeps `AAᵀ − BᵀB`, so it cannot rebalance the
+# unbalanced start either. Non-zero starts change the landscape instead (`zeroinit.nonzero-inits`: PiSSA,
+# MiLoRA, LoRA-GA against init_a, each at its own tuned learning rate).
+
+# %%
+W_, A_, B_ = (np.asarray(a, np.float64) for a in (start[0], start[1].A, start[1].B))
+X_, Y_ = np.asarray(task.data.X, np.float64), np.asarray(task.data.Y, np.float64)
+gA, gB = dynamics.gradients(A_, B_, X_, Y_, W_, R(lr=1.0, allora=1.0, eta=2.0))
+lA, lB = dynamics.gradients(A_, B_, X_, Y_, W_, R(lr=1.0))
+print("ALLoRA's update at B = 0 vs 2 × LoRA's gradient (relative):",
+      np.linalg.norm(gB - 2 * lB) / np.linalg.norm(2 * lB))
+T_res = Y_ - X_ @ W_.T
+H_lora = hessian.spectrum_summary(np.linalg.eigvalsh(hessian.hessian64(A_, B_, X_, T_res)), 1e-12)
+H_all = hessian.spectrum_summary(np.linalg.eigvalsh(hessian.hessian64(A_, B_, X_, T_res, row_weights=np.full(4, 2.0))),
+                                 1e-12)
+print("inertia LoRA", (H_lora["negative"], H_lora["zero"], H_lora["positive"]), " ALLoRA",
+      (H_all["negative"], H_all["zero"], H_all["positive"]),
+      f" condition {H_lora['condition']:.4g} vs {H_all['condition']:.4g}")
+
+# %% [markdown]
 # The registered claims repeat these measurements over seeds, learning rates, LoRA+, scaled GD, init_b and
-# PiSSA, and over drop rates 0–0.4 at two dropout sites: `toyllora run zeroinit.escape-time`,
-# `zeroinit.balance`, `zeroinit.dropout-escape`, `zeroinit.unfair-regularization`, `zeroinit.hessian`.
+# PiSSA, and over drop rates 0–0.4 at two dropout sites, on this toy and on a plateau toy (weak shift, small
+# A), over task draws × seeds with paired sign-flip tests: `toyllora run zeroinit.escape-time`,
+# `zeroinit.balance`, `zeroinit.dropout-escape`, `zeroinit.unfair-regularization`, `zeroinit.hessian`,
+# `zeroinit.allora-landscape`, `zeroinit.nonzero-inits`.

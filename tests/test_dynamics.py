@@ -184,3 +184,129 @@ def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match=r"^stride: "):
         dynamics.simulate(jnp.ones((4, 3)), jnp.ones((4, 2)), np.ones((1, 2, 3)), np.ones((1, 1, 3)),
                           np.zeros((1, 2, 1)), dynamics.Rule(lr=0.1), [0], steps=10, stride=3)
+
+
+def test_simulate_with_per_run_data_equals_shared_data():
+    t = _task()
+    frozen, p0 = LinearLoRA(LoraConfig(rank=2, alpha=2.0)).init(jax.random.key(1), t.W0)
+    W, A, B = (np.repeat(np.asarray(a)[None], 3, 0) for a in (frozen, p0.A, p0.B))
+    rules = dynamics.Rule(lr=np.array([0.1, 0.05, 0.01]), adam=np.array([0.0, 0.0, 1.0]))
+    shared = dynamics.simulate(t.data.X, t.data.Y, W, A, B, rules, [0, 1, 2], steps=10, stride=5)
+    X, Y = (np.repeat(np.asarray(a)[None], 3, 0) for a in (t.data.X, t.data.Y))
+    per_run = dynamics.simulate(X, Y, W, A, B, rules, [0, 1, 2], steps=10, stride=5)
+    np.testing.assert_allclose(per_run.A, shared.A, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(per_run.B, shared.B, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match=r"^X, Y: per-run data"):
+        dynamics.simulate(X[:2], Y[:2], W, A, B, rules, [0, 1, 2], steps=10, stride=5)
+
+
+def test_escape_time_interpolates_and_takes_a_threshold_per_trajectory():
+    steps = np.array([0, 10, 20, 30])
+    v = np.array([[0.0, 0.2, 0.6, 0.9], [0.0, 0.0, 0.1, 0.3]])
+    np.testing.assert_allclose(dynamics.escape_time(v, 0.5, steps, interpolate=True), [17.5, np.inf])
+    np.testing.assert_allclose(dynamics.escape_time(v, np.array([0.5, 0.2]), steps, interpolate=True), [17.5, 25.0])
+    assert dynamics.escape_time(np.array([0.7, 0.9]), 0.5, interpolate=True) == 0.0   # already there at record 0
+
+
+def _flow_run(rule, steps, A0, B0, t):
+    tr = dynamics.simulate(t.data.X, t.data.Y, np.asarray(t.W0)[None], A0[None], B0[None], rule, [0], steps=steps,
+                           stride=steps)
+    return tr.A[0], tr.B[0]
+
+
+@pytest.mark.parametrize("kind", ["lora", "loraplus", "allora"])
+def test_each_rule_keeps_its_own_invariant_up_to_a_drift_proportional_to_lr(kind):
+    """LoRA and ALLoRA (SGD) keep AAᵀ − BᵀB, LoRA+ keeps AAᵀ/η_A − BᵀB/η_B: halving the step at the same flow
+    time halves the violation (first order), while the plain AAᵀ − BᵀB is broken by LoRA+ at O(1)."""
+    t = _task()
+    _, p0 = LinearLoRA(LoraConfig(rank=2, alpha=2.0)).init(jax.random.key(2), t.W0)
+    A0, B0 = np.asarray(p0.A), np.asarray(p0.B)
+
+    def violation(lr):
+        rule = {"lora": dynamics.Rule(lr=lr), "loraplus": dynamics.Rule(lr=lr, b_ratio=4.0),
+                "allora": dynamics.Rule(lr=lr, allora=1.0)}[kind]
+        A, B = _flow_run(rule, int(round(4.0 / lr)), A0, B0, t)
+        lr_b = 4.0 if kind == "loraplus" else 1.0
+        own = dynamics.conservation_violation(A[None], B[None], lr_b=lr_b)[0, -1]
+        return own, dynamics.conservation_violation(A[None], B[None])[0, -1]
+
+    (v1, q1), (v2, _) = violation(0.04), violation(0.02)
+    assert v1 < 0.05 and 1.5 < v1 / v2 < 2.6
+    assert (q1 > 0.3) == (kind == "loraplus")
+
+
+def test_scaled_gd_flow_keeps_its_log_det_invariant():
+    """Scaled GD's flow keeps log det(AAᵀ+δ) − log det(BᵀB+δ) (not AAᵀ − BᵀB): from a start away from B = 0
+    the violation of that invariant halves with the step."""
+    t = _task()
+    rng = np.random.default_rng(0)
+    A0, B0 = rng.standard_normal((2, 6)) * 0.5, rng.standard_normal((4, 2)) * 0.5
+
+    def violation(lr):
+        A, B = _flow_run(dynamics.Rule(lr=lr, scaled=1.0, delta=1e-2), int(round(2.0 / lr)), A0, B0, t)
+        return (dynamics.conservation_violation(A[None], B[None], scaled_delta=1e-2)[0, -1],
+                dynamics.conservation_violation(A[None], B[None])[0, -1])
+
+    (v1, q1), (v2, _) = violation(0.02), violation(0.01)
+    assert v1 < 0.05 and 1.5 < v1 / v2 < 2.6 and q1 > 10 * v1
+
+
+def test_balance_invariants_by_hand():
+    A, B = np.array([[3.0, 4.0]]), np.array([[1.0], [2.0]])
+    np.testing.assert_allclose(dynamics.balance_matrix(A, B), [[25.0 - 5.0]])
+    np.testing.assert_allclose(dynamics.balance_matrix(A, B, lr_a=5.0, lr_b=0.5), [[5.0 - 10.0]])
+    np.testing.assert_allclose(dynamics.scaled_gd_invariant(A, B, 0.0), np.log(25.0 / 5.0))
+
+
+def test_dropout_fixed_point_minimizes_the_expected_loss():
+    """Input: q·σ; bottleneck: the minimizer of ½Σ(m − σ)² + (λ/2r)(Σm)² over m >= 0 (a brute-force grid)."""
+    sig = np.array([1.0, 0.3])
+    for keep in (0.9, 0.6, 0.3):
+        np.testing.assert_allclose(dynamics.dropout_fixed_point(sig, keep, "input", 2), keep * sig)
+        lam = (1 - keep) / keep
+        g = np.linspace(0, 1, 1001)
+        m1, m2 = np.meshgrid(g, g, indexing="ij")
+        f = 0.5 * ((m1 - sig[0]) ** 2 + (m2 - sig[1]) ** 2) + lam / 4 * (m1 + m2) ** 2
+        i, j = np.unravel_index(np.argmin(f), f.shape)
+        np.testing.assert_allclose(dynamics.dropout_fixed_point(sig, keep, "bottleneck", 2), [g[i], g[j]], atol=2e-3)
+    assert dynamics.fixed_point_progress([1.0, 0.5], 0.6, "bottleneck", 2) == pytest.approx(0.64)
+
+
+def test_expected_dropout_gd_converges_to_the_fixed_point():
+    """On the whitened toy, GD on the expected-dropout loss ends at the learned fraction p*(q)."""
+    task = teacher_student(seed=1, d_in=6, d_out=4, n_train=32, n_test=8, shift_rank=2, spectrum=(1.0, 0.5),
+                           whiten=True)
+    _, p0 = LinearLoRA(LoraConfig(rank=2, alpha=2.0)).init(jax.random.key(0), task.W0)
+    T = np.asarray(task.delta, np.float64)
+    for site, code in (("input", 0.0), ("bottleneck", 1.0)):
+        A, B = _flow_run(dynamics.Rule(lr=0.1, keep=0.6, site=code, expected=1.0), 2000, np.asarray(p0.A),
+                         np.asarray(p0.B), task)
+        prog = float(np.sum((B[-1] @ A[-1]) * T) / np.sum(T * T))
+        assert prog == pytest.approx(dynamics.fixed_point_progress([1.0, 0.5], 0.6, site, 2), abs=2e-3)
+
+
+def test_allora_update_at_zero_is_eta_times_lora():
+    """At BA = 0 ALLoRA's factor is c = eta for every row: its update is eta × LoRA's gradient, and c <= eta
+    everywhere (no row ever moves faster than LoRA at eta·l_b)."""
+    t = _task()
+    _, p0 = LinearLoRA(LoraConfig(rank=2, alpha=2.0)).init(jax.random.key(0), t.W0)
+    args = (np.asarray(p0.A), np.asarray(p0.B), t.data.X, t.data.Y, np.asarray(t.W0))
+    gA, gB = dynamics.gradients(*args, dynamics.Rule(lr=1.0, allora=1.0, eta=1.5))
+    lA, lB = dynamics.gradients(*args, dynamics.Rule(lr=1.0))
+    assert np.all(gA == 0) and np.all(lA == 0)
+    np.testing.assert_allclose(gB, 1.5 * lB, rtol=tol(f32=1e-6, f64=1e-14))
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((2, 6)), rng.standard_normal((4, 2))
+    c = 1.0 / np.sqrt(np.linalg.norm(B @ A, axis=1) + 1.0 / 1.5 ** 2)
+    assert np.all(c <= 1.5)
+
+
+def test_adam_cancels_a_constant_gradient_factor():
+    """Adam's update of c·g equals its update of g (up to eps): ALLoRA's c = eta at BA = 0 cancels under Adam."""
+    t = _task()
+    _, p0 = LinearLoRA(LoraConfig(rank=2, alpha=2.0)).init(jax.random.key(0), t.W0)
+    A0, B0 = np.asarray(p0.A), np.asarray(p0.B)
+    a, b = _flow_run(dynamics.Rule(lr=0.01, adam=1.0, allora=1.0, eta=2.0), 1, A0, B0, t)
+    la, lb = _flow_run(dynamics.Rule(lr=0.01, adam=1.0), 1, A0, B0, t)
+    np.testing.assert_allclose(b[-1], lb[-1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a[-1], la[-1], rtol=1e-5, atol=1e-7)

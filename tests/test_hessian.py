@@ -1,5 +1,7 @@
 """The exact Hessian of the LoRA loss: autodiff against the closed form, the spectrum and inertia at B = 0."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
@@ -123,3 +125,67 @@ def test_inertia_and_condition_number_by_hand():
     assert hessian.condition_number(ev, rtol=1e-9) == 6.0
     assert hessian.condition_number(np.zeros(3), rtol=1e-9) == float("inf")
     assert hessian.numerical_rank(np.diag([1.0, 1e-12, 0.0])) == 1
+
+
+ROW_SHAPES = [(3, 2, 1), (4, 3, 2), (5, 6, 2)]
+
+
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from(ROW_SHAPES), n=st.sampled_from([2, 5, 9]),
+       keep=st.sampled_from([1.0, 0.7]), site=st.sampled_from(["input", "bottleneck", "output"]),
+       s=st.sampled_from([0.5, 1.0, 2.0]), reduction=st.sampled_from(["mean", "sum"]), zero_b=st.booleans())
+def test_hessian64_equals_autodiff(seed, shape, n, keep, site, s, reduction, zero_b):
+    """The NumPy float64 closed form equals jax.hessian (in JAX's dtype) at any point, with dropout."""
+    X, T, A, B = _problem(seed, shape, n, zero_b=zero_b)
+    H = np.asarray(hessian.hessian(A, B, X, T, s=s, reduction=reduction, keep=keep, site=site), np.float64)
+    H64 = hessian.hessian64(A, B, X, T, s=s, reduction=reduction, keep=keep, site=site)
+    assert H64.dtype == np.float64
+    assert np.abs(H - H64).max() <= tol(f32=2e-5, f64=1e-11) * np.abs(H64).max()
+
+
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from(ROW_SHAPES), n=st.sampled_from([3, 8]))
+def test_hessian64_row_weights_is_the_jacobian_of_allora_frozen_field(seed, shape, n):
+    """With w = c (ALLoRA's factor held at its value) the weighted Hessian is the Jacobian of ALLoRA's update
+    field (Bᵀ C G, C G Aᵀ) — the gradient of the row-weighted loss."""
+    X, T, A, B = _problem(seed, shape, n)
+    d_in, d_out, r = shape
+    c = np.asarray(np.random.default_rng(seed).uniform(0.5, 2.0, d_out), X.dtype)
+
+    def field(theta):
+        a, b = hessian.unflatten(theta, r, d_in, d_out)
+        G = (c[:, None] * (X @ a.T @ b.T - T).T @ X) / n
+        return hessian.flatten(b.T @ G, G @ a.T)
+
+    J = np.asarray(jax.jacfwd(field)(hessian.flatten(jnp.asarray(A), jnp.asarray(B))), np.float64)
+    H64 = hessian.hessian64(A, B, X, T, row_weights=c)
+    assert np.abs(J - H64).max() <= tol(f32=2e-5, f64=1e-11) * np.abs(H64).max()
+    np.testing.assert_allclose(hessian.hessian64(A, B, X, T, row_weights=np.full(d_out, 2.0)),
+                               2.0 * hessian.hessian64(A, B, X, T), rtol=1e-12, atol=1e-14)
+
+
+def test_full_ft_spectrum_equals_autodiff():
+    X, T, _, _ = _problem(1, (5, 3, 1), 4)
+    H = jax.hessian(lambda w: 0.5 * jnp.sum(jnp.square(X @ w.reshape(3, 5).T - T)) / 4)(jnp.zeros(15, X.dtype))
+    ev = np.linalg.eigvalsh(np.asarray(H, np.float64))
+    closed = hessian.full_ft_spectrum(X, 3)
+    assert np.abs(ev - closed).max() <= tol(f32=1e-5, f64=1e-12) * np.abs(ev).max()
+    assert hessian.spectrum_summary(closed, 1e-12)["zero"] == 3 * (5 - 4)
+
+
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from(SHAPES), n=st.sampled_from([1, 2, 3]),
+       zero_b=st.booleans())
+def test_null_space_of_X_gives_zero_eigenvalues_at_any_point(seed, shape, n, zero_b):
+    """Without dropout L depends on A only through XAᵀ, so every dA with X dAᵀ = 0 is flat: at every point —
+    zero init or not — the Hessian has at least r·(d_in − rank X) zero eigenvalues (float64 closed form)."""
+    d_in, d_out, r = shape
+    assume(n < d_in)
+    X, T, A, B = (np.asarray(v, np.float64) for v in _problem(seed, shape, n, zero_b=zero_b))
+    ev = np.linalg.eigvalsh(hessian.hessian64(A, B, X, T))
+    assert hessian.inertia(ev, 1e-11)[1] >= r * (d_in - n)
+
+
+def test_spectrum_summary_reports_the_resolution():
+    sm = hessian.spectrum_summary(np.array([-2.0, 1e-17, 0.0, 1e-6, 3.0]), rtol=1e-12)
+    assert (sm["negative"], sm["zero"], sm["positive"]) == (1, 2, 2)
+    assert sm["condition"] == pytest.approx(3e6)
+    assert sm["zero_gap"] == pytest.approx(1e-6 / 3 / (1e-17 / 3))
+    assert hessian.spectrum_summary(np.array([1.0, 2.0]))["zero_gap"] == float("inf")

@@ -49,6 +49,8 @@ CLAIMS = (
     "zeroinit.balance",
     "zeroinit.dropout-escape",
     "zeroinit.unfair-regularization",
+    "zeroinit.allora-landscape",
+    "zeroinit.nonzero-inits",
     "dropout.output-ols",
     "dropout.input-ridge",
     "dropout.bottleneck-expectation",

@@ -41,14 +41,17 @@ from toyllora.lora import LoraParams
 from toyllora.theory import dropout as dropout_theory
 
 
-def escape_time(values, threshold, steps=None, *, above=True):
-    """The first step at which ``values`` reach an absolute ``threshold`` (``inf`` if they never do).
+def escape_time(values, threshold, steps=None, *, above=True, interpolate=False):
+    """The first step at which ``values`` reach ``threshold`` (``inf`` if they never do).
 
     Args:
       values: ``(..., records)`` metric trajectories (e.g. ``||BA||`` or the learned fraction of a target).
-      threshold: an absolute level (not a fraction of each run's own final value).
+      threshold: a level; a scalar, or one per trajectory (shape ``values.shape[:-1]``, e.g. a fraction of
+        each run's own fixed point).
       steps: ``(records,)`` step of each record (default ``0, 1, 2, ...``).
       above: crossing means ``value >= threshold`` (``False``: ``value <= threshold``).
+      interpolate: return the step where the straight line between the last record before the crossing and
+        the first at it meets the threshold (below the record stride), instead of the first record's step.
 
     Returns:
       A float array of shape ``values.shape[:-1]`` (a Python float for 1-D input); non-finite values
@@ -60,9 +63,19 @@ def escape_time(values, threshold, steps=None, *, above=True):
     steps = np.arange(v.shape[-1], dtype=np.float64) if steps is None else np.asarray(steps, np.float64)
     if steps.shape != (v.shape[-1],):
         raise ValueError(f"steps: need one step per record ({v.shape[-1]}), got shape {steps.shape}")
-    hit = np.isfinite(v) & ((v >= threshold) if above else (v <= threshold))
+    thr = np.asarray(threshold, dtype=np.float64)[..., None]
+    hit = np.isfinite(v) & ((v >= thr) if above else (v <= thr))
     first = np.argmax(hit, axis=-1)
     out = np.where(hit.any(axis=-1), steps[first], np.inf)
+    if interpolate:
+        prev = np.maximum(first - 1, 0)
+        v1 = np.take_along_axis(v, first[..., None], -1)[..., 0]
+        v0 = np.take_along_axis(v, prev[..., None], -1)[..., 0]
+        t0, t1 = steps[prev], steps[first]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.clip((thr[..., 0] - v0) / (v1 - v0), 0.0, 1.0)
+        ok = hit.any(axis=-1) & (first > 0) & np.isfinite(v0) & (v1 != v0)
+        out = np.where(ok, t0 + frac * (t1 - t0), out)
     return float(out) if out.ndim == 0 else out
 
 
@@ -231,6 +244,21 @@ def _grads(A, B, X, Y, W, rule, key, s=1.0):
     return gA, gB
 
 
+def gradients(A, B, X, Y, W, rule: Rule, key=None, s=1.0):
+    """The pair ``(∂̃L/∂A, ∂̃L/∂B)`` one step of ``rule`` starts from (before scaled GD's preconditioner and
+    Adam): the plain gradients, or ALLoRA's (the error multiplied by ``c`` per output unit) when
+    ``rule.allora``; dropout as in ``rule`` (``key`` draws the masks). NumPy in, NumPy out (JAX's dtype)."""
+    dt = jnp.zeros(()).dtype
+    rule = Rule(*(jnp.asarray(v, dt) for v in rule))
+    key = jax.random.key(0, impl="rbg") if key is None else key
+    gA, gB = _grads_jit(jnp.asarray(A, dt), jnp.asarray(B, dt), jnp.asarray(X, dt), jnp.asarray(Y, dt),
+                        jnp.asarray(W, dt), rule, key, float(s))
+    return np.asarray(gA), np.asarray(gB)
+
+
+_grads_jit = jax.jit(_grads, static_argnums=7)
+
+
 def _inv(M, delta):
     return jnp.linalg.inv(M + delta * jnp.eye(M.shape[0], dtype=M.dtype))
 
@@ -264,9 +292,10 @@ def _run(X, Y, W, A0, B0, rule, key, *, s, steps, stride):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(s, steps, stride):
+def _compiled(s, steps, stride, per_run_data=False):
     fn = functools.partial(_run, s=s, steps=steps, stride=stride)
-    return jax.jit(jax.vmap(fn, in_axes=(None, None, 0, 0, 0, 0, 0)))
+    data_axis = 0 if per_run_data else None
+    return jax.jit(jax.vmap(fn, in_axes=(data_axis, data_axis, 0, 0, 0, 0, 0)))
 
 
 class Trajectories(NamedTuple):
@@ -283,27 +312,126 @@ def simulate(X, Y, W, A0, B0, rules: Rule, seeds, *, s=1.0, steps=1000, stride=1
 
     Every run has its own frozen weight ``W (R, d_out, d_in)``, start ``A0 (R, r, d_in)``, ``B0 (R, d_out, r)``,
     update rule (a :class:`Rule` of ``(R,)`` arrays) and seed (dropout masks), so LoRA, LoRA+, scaled GD,
-    ALLoRA, Adam, init_b and PiSSA starts, dropout sites and drop rates share one compilation. The rules
-    are checked against :class:`toyllora.train.Trainer`, :mod:`toyllora.optim` and
-    :mod:`toyllora.allora` in ``tests/test_dynamics.py``.
+    ALLoRA, Adam, init_b and PiSSA starts, dropout sites and drop rates share one compilation. ``X (n, d_in)``
+    and ``Y (n, d_out)`` are shared by every run, or given per run as ``X (R, n, d_in)``, ``Y (R, n, d_out)``
+    (several task draws of the same shapes in one call). The rules are checked against
+    :class:`toyllora.train.Trainer`, :mod:`toyllora.optim` and :mod:`toyllora.allora` in
+    ``tests/test_dynamics.py``.
 
     Returns:
       :class:`Trajectories` with records at step 0 and every ``stride`` steps (NumPy arrays).
     """
     if steps % stride or steps < 1:
         raise ValueError(f"stride: must divide steps = {steps} (both >= 1), got {stride}")
-    X, Y = jnp.asarray(X), jnp.asarray(Y)
     R = np.shape(A0)[0]
+    per_run = np.ndim(X) == 3
+    if per_run and (np.shape(X)[0] != R or np.ndim(Y) != 3 or np.shape(Y)[:2] != np.shape(X)[:2]):
+        raise ValueError(f"X, Y: per-run data need X (R, n, d_in) and Y (R, n, d_out) with R = {R} runs, got "
+                         f"{np.shape(X)}, {np.shape(Y)}")
     bucket = RUN_BUCKET * -(-R // RUN_BUCKET)  # pad the runs (wrapping) so most calls share one compile
     idx = np.arange(bucket) % R
+    X, Y = (jnp.asarray(np.asarray(X)[idx]), jnp.asarray(np.asarray(Y)[idx])) if per_run else (jnp.asarray(X),
+                                                                                                jnp.asarray(Y))
     W, A0, B0 = (jnp.asarray(np.asarray(a)[idx], dtype=X.dtype) for a in (W, A0, B0))
     rules = Rule(*(jnp.asarray(np.broadcast_to(np.asarray(v, dtype=np.float64), (R,))[idx], dtype=X.dtype)
                    for v in rules))
     seeds = np.broadcast_to(np.asarray(seeds), (R,))[idx]
     keys = jax.vmap(lambda k: jax.random.key(k, impl="rbg"))(jnp.asarray(seeds, dtype=jnp.uint32))  # fast compile
-    As, Bs, div = _compiled(float(s), int(steps), int(stride))(X, Y, W, A0, B0, rules, keys)
+    As, Bs, div = _compiled(float(s), int(steps), int(stride), per_run)(X, Y, W, A0, B0, rules, keys)
     return Trajectories(np.asarray(As)[:R], np.asarray(Bs)[:R], np.arange(steps // stride + 1) * stride,
                         np.asarray(div)[:R])
 
 
 RUN_BUCKET = 64
+
+
+# -- What each update rule conserves under gradient flow ---------------------------------------------------
+
+
+def balance_matrix(A, B, lr_a=1.0, lr_b=1.0):
+    """``Q = AAᵀ/η_a − BᵀB/η_b`` (``(..., r, r)``): conserved by the gradient flow of any loss of ``BA`` with
+    learning rates ``η_a`` (A) and ``η_b`` (B) — LoRA (``η_a = η_b``: Du, Hu & Lee 2018, arXiv:1806.00900),
+    LoRA+ (``η_b = ratio · η_a``) and ALLoRA under SGD (its factor ``c`` multiplies ``G = ∂L/∂(BA)``, which
+    both factor gradients share).
+
+    Proof: ``∂L/∂A = BᵀG``, ``∂L/∂B = GAᵀ``, so ``d(AAᵀ)/dt = −η_a (BᵀGAᵀ + AGᵀB)`` and
+    ``d(BᵀB)/dt = −η_b (BᵀGAᵀ + AGᵀB)``; dividing by the rates makes them equal.
+    """
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    return (np.einsum("...kj,...lj->...kl", A, A) / lr_a - np.einsum("...ik,...il->...kl", B, B) / lr_b)
+
+
+def scaled_gd_invariant(A, B, delta):
+    """``log det(AAᵀ + δI) − log det(BᵀB + δI)`` (``(...,)``): conserved by the flow of scaled GD
+    (Zhang & Pilanci 2024, ``dA = −(BᵀB + δI)⁻¹ ∂L/∂A``, ``dB = −∂L/∂B (AAᵀ + δI)⁻¹``), which does not conserve
+    ``AAᵀ − BᵀB``.
+
+    Proof: with ``K = AAᵀ``, ``J = BᵀB``, ``M = BᵀGAᵀ``: ``tr((K+δ)⁻¹ dK) = −2 tr((K+δ)⁻¹(J+δ)⁻¹M)`` and
+    ``tr((J+δ)⁻¹ dJ) = −2 tr((J+δ)⁻¹ M (K+δ)⁻¹)``, equal by the cyclic property of the trace.
+    """
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    r = A.shape[-2]
+    K = np.einsum("...kj,...lj->...kl", A, A) + delta * np.eye(r)
+    J = np.einsum("...ik,...il->...kl", B, B) + delta * np.eye(r)
+    return np.linalg.slogdet(K)[1] - np.linalg.slogdet(J)[1]
+
+
+def conservation_violation(A, B, *, lr_a=1.0, lr_b=1.0, scaled_delta=None):
+    """How far a trajectory is from conserving its rule's invariant, relative to how much its parts moved.
+
+    ``A (..., records, r, d_in)``, ``B (..., records, d_out, r)``. For LoRA, LoRA+ and ALLoRA (``scaled_delta``
+    None): ``||ΔQ|| / (||Δ(AAᵀ)||/η_a + ||Δ(BᵀB)||/η_b)`` with ``Δ`` the change since record 0 and ``Q`` of
+    :func:`balance_matrix`; for scaled GD: ``|ΔΦ| / (|Δ log det(AAᵀ+δ)| + |Δ log det(BᵀB+δ)|)`` with ``Φ`` of
+    :func:`scaled_gd_invariant`. Scale-free, in [0, 1]: 0 when the two parts moved by the same amount (the
+    invariant kept), 1 when only one moved; 0/0 (nothing moved) is 0.
+    """
+    A, B = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    if scaled_delta is None:
+        AA = np.einsum("...kj,...lj->...kl", A, A) / lr_a
+        BB = np.einsum("...ik,...il->...kl", B, B) / lr_b
+        dA, dB = AA - AA[..., :1, :, :], BB - BB[..., :1, :, :]
+        num = np.linalg.norm(dA - dB, axis=(-2, -1))
+        den = np.linalg.norm(dA, axis=(-2, -1)) + np.linalg.norm(dB, axis=(-2, -1))
+    else:
+        r = A.shape[-2]
+        ka = np.linalg.slogdet(np.einsum("...kj,...lj->...kl", A, A) + scaled_delta * np.eye(r))[1]
+        kb = np.linalg.slogdet(np.einsum("...ik,...il->...kl", B, B) + scaled_delta * np.eye(r))[1]
+        dA, dB = ka - ka[..., :1], kb - kb[..., :1]
+        num, den = np.abs(dA - dB), np.abs(dA) + np.abs(dB)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def dropout_fixed_point(sigmas, keep, site, rank):
+    """Singular values of the minimizer of the expected-dropout loss on the whitened toy (XᵀX = nI, s = 1).
+
+    The expected loss is ``½||BA − T||² + P`` with ``λ = (1 − q)/q``: input dropout ``P = (λ/2)||BA||²``, so the
+    minimizer is ``q·T`` (restricted to the top ``rank`` modes); bottleneck dropout
+    ``P = (λ/2) Σ_k ||A_k||² ||B_{:,k}||²``, whose smallest value over factorizations of ``M = BA`` is
+    ``(λ/2r)||M||_*²`` (Mianjy, Arora & Vidal 2018, arXiv:1806.09777), so ``m_i = σ_i − (λ/r) Σ_j m_j`` on the
+    active modes: with ``k`` active, ``Σ m = Σ_{i<=k} σ_i / (1 + λk/r)``.
+
+    Returns ``m`` (same length as ``sigmas``, descending input assumed, zeros beyond ``rank``).
+    """
+    sig = np.asarray(sigmas, np.float64)
+    lam = (1.0 - float(keep)) / float(keep)
+    m = np.zeros_like(sig)
+    top = min(int(rank), sig.size)
+    if site == "input":
+        m[:top] = float(keep) * sig[:top]
+        return m
+    if site != "bottleneck":
+        raise ValueError(f"site: unknown value {site!r}; allowed: ('input', 'bottleneck')")
+    for k in range(top, 0, -1):
+        total = sig[:k].sum() / (1.0 + lam * k / rank)
+        cand = sig[:k] - lam * total / rank
+        if cand.min() > 0:
+            m[:k] = cand
+            return m
+    return m
+
+
+def fixed_point_progress(sigmas, keep, site, rank) -> float:
+    """The learned fraction ``<M, T>/||T||²`` of :func:`dropout_fixed_point` (aligned with ``T``'s modes)."""
+    sig = np.asarray(sigmas, np.float64)
+    return float(np.sum(sig * dropout_fixed_point(sig, keep, site, rank)) / np.sum(sig * sig))

@@ -259,3 +259,101 @@ def condition_number(eigs, rtol=None) -> float:
     rtol = default_rtol() if rtol is None else rtol
     nz = eigs[eigs > rtol * (eigs.max() if eigs.size else 0.0)]
     return float(nz.max() / nz.min()) if nz.size else float("inf")
+
+
+# -- float64 closed forms (NumPy): independent of JAX_ENABLE_X64 -----------------------------------------
+
+
+def hessian64(A, B, X, T, *, s=1.0, reduction="mean", keep=1.0, site="bottleneck", row_weights=None):
+    """The exact Hessian of :func:`loss` at any point ``(A, B)``, in closed form and NumPy float64.
+
+    The same matrix as :func:`hessian` (flattening ``θ = [vec(A), vec(B)]`` row-major), computed without
+    autodiff so that eigenvalues near the zero tolerance are resolved in float64 whatever JAX's default
+    precision is (``tests/test_hessian.py`` checks it against ``jax.hessian``).
+
+    ``row_weights`` (``w``, one per output unit, default all 1) weights the squared error of each output:
+    ``(c/2) Σ_i w_i ||E_{:,i}||²`` — with ``w = c`` ALLoRA's per-row factor held fixed, whose update field is
+    the gradient of this loss (its Jacobian is this Hessian). Blocks, with ``Wd = diag(w)``::
+
+        H_AA = s² (BᵀWdB ⊗ Σ),   H_BB = s² (Wd ⊗ AΣAᵀ),
+        H_AB[(k,j),(i,l)] = s² (WdB)[i,k] (AΣ)[l,j] + s (WdG)[i,j] δ_kl,
+
+    plus the expected-dropout penalty (not weighted): input and output penalties are least-squares terms
+    of ``BA`` with zero target (the same blocks with ``Σ → cλ diag(XᵀX)`` or ``cλ XᵀX``); the bottleneck
+    penalty ``(cλs²/2) Σ_k h_k b_k`` (``h_k = A_k XᵀX A_kᵀ``, ``b_k = ||B_{:,k}||²``) adds
+    ``cλs² b_k XᵀX`` to the (A_k, A_k) block, ``cλs² h_k I`` to the (B_{:,k}, B_{:,k}) block and
+    ``2cλs² B[i,k] (XᵀX A_kᵀ)_j`` to the (A[k,j], B[i,k]) entries.
+    """
+    A, B, X, T = (np.asarray(a, dtype=np.float64) for a in (A, B, X, T))
+    _check(A, B, X, T, reduction, keep, site)
+    r, d_in = A.shape
+    d_out = B.shape[0]
+    w = np.ones(d_out) if row_weights is None else np.asarray(row_weights, np.float64).reshape(d_out)
+    c = _c(X.shape[0], reduction)
+    H = _ls_blocks(A, B, c * X.T @ X, c * (s * X @ A.T @ B.T - T).T @ X, s, w)
+    lam = (1.0 - float(keep)) / float(keep)
+    if lam > 0.0:
+        XtX = X.T @ X
+        if site in ("input", "output"):
+            Sig = c * lam * (np.diag(np.diag(XtX)) if site == "input" else XtX)
+            H = H + _ls_blocks(A, B, Sig, s * (B @ A) @ Sig, s, np.ones(d_out))
+        else:
+            k_a = r * d_in
+            h = np.einsum("kj,jl,kl->k", A, XtX, A)
+            b = np.sum(B * B, axis=0)
+            g = c * lam * s * s
+            P = np.zeros_like(H)
+            for k in range(r):
+                ia = slice(k * d_in, (k + 1) * d_in)
+                P[ia, ia] += g * b[k] * XtX
+                ib = k_a + np.arange(d_out) * r + k          # B[i, k] for every i
+                P[ib, ib] += g * h[k]
+                cross = 2.0 * g * np.outer(XtX @ A[k], B[:, k])  # (d_in, d_out): A[k, j] × B[i, k]
+                P[ia, ib] += cross
+                P[ib, ia] += cross.T
+            H = H + P
+    return H
+
+
+def _ls_blocks(A, B, Sig, G, s, w):
+    """The Hessian of ``½ Σ_i w_i ||row i of (sBA − target) in the Σ metric||²`` with gradient ``G`` (float64)."""
+    r, d_in = A.shape
+    d_out = B.shape[0]
+    WB = w[:, None] * B
+    AA = s * s * np.kron(B.T @ WB, Sig)
+    BB = s * s * np.kron(np.diag(w), A @ Sig @ A.T)
+    AB = (s * s * np.einsum("ik,lj->kjil", WB, A @ Sig)
+          + s * np.einsum("ij,kl->kjil", w[:, None] * G, np.eye(r)))
+    AB = AB.reshape(r * d_in, d_out * r)
+    return np.block([[AA, AB], [AB.T, BB]])
+
+
+def full_ft_spectrum(X, d_out: int, *, reduction="mean"):
+    """Eigenvalues (ascending, float64) of the Hessian of ``(c/2)||X ΔWᵀ − T||²`` in ``ΔW`` (full fine-tuning).
+
+    The Hessian is ``I_{d_out} ⊗ c XᵀX`` at every point: each eigenvalue of ``c XᵀX`` ``d_out`` times, so
+    ``d_out (d_in − rank X)`` zeros (all of them when ``n < d_in``) whatever the target.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: unknown value {reduction!r}; allowed: {REDUCTIONS}")
+    ev = np.linalg.eigvalsh(_c(X.shape[0], reduction) * X.T @ X)
+    return np.sort(np.repeat(ev, int(d_out)))
+
+
+def spectrum_summary(eigs, rtol: float = 1e-9) -> dict:
+    """Counts and conditioning of a float64 spectrum, with how well the zero tolerance separates it.
+
+    ``zero_gap`` is the smallest non-zero ``|λ|/max|λ|`` divided by the largest zero one (inf when there is
+    no zero): a count is only meaningful when this is large (the zeros are rounding, the rest is not).
+    """
+    ev = np.asarray(eigs, dtype=np.float64)
+    neg, zero, pos = inertia(ev, rtol)
+    scale = float(np.abs(ev).max()) if ev.size else 0.0
+    rel = np.abs(ev) / scale if scale > 0 else np.zeros_like(ev)
+    zeros, nonzeros = rel[rel <= rtol], rel[rel > rtol]
+    gap = float(nonzeros.min() / zeros.max()) if zeros.size and nonzeros.size and zeros.max() > 0 else float("inf")
+    return {"negative": neg, "zero": zero, "positive": pos, "params": int(ev.size),
+            "condition": condition_number(ev, rtol), "max_abs_eig": scale,
+            "min_nonzero_rel": float(nonzeros.min()) if nonzeros.size else 0.0,
+            "max_zero_rel": float(zeros.max()) if zeros.size else 0.0, "zero_gap": gap}

@@ -1,21 +1,27 @@
-"""zeroinit.balance: gradient descent nearly conserves AAᵀ − BᵀB (drift shrinking with the step), Adam breaks it."""
+"""zeroinit.balance: gradient descent conserves its balance quantity up to a drift ∝ the step size; Adam breaks it."""
 
 from __future__ import annotations
 
 import dataclasses
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.zeroinit._common import EscapeRuns, escape_runs, lr_name, summary
+from toyllora.claims.zeroinit._common import (BASE, EscapeRuns, Units, escape_runs, interval_test, loglog_slope,
+                                              lr_name)
 from toyllora.plotting import figure, legend
+from toyllora.theory import dynamics
 
-STATEMENT = ("Gradient flow conserves AAᵀ − BᵀB (Du, Hu & Lee 2018, arXiv:1806.00900): gradient descent keeps it "
-             "up to a drift that shrinks with the step size, while Adam breaks it.")
+STATEMENT = ("Gradient flow conserves AAᵀ − BᵀB (Du, Hu & Lee 2018, arXiv:1806.00900) — and LoRA+ the quantity "
+             "AAᵀ/η_A − BᵀB/η_B, ALLoRA under SGD AAᵀ − BᵀB: gradient descent keeps each up to a drift that "
+             "shrinks in proportion to the step size, while Adam breaks it (its drift does not shrink with the "
+             "learning rate).")
 SOURCE = "extension"
-GD_MAX_DRIFT = 0.1  # the verdict: LoRA under SGD at the smallest lr drifts less than this
-ADAM_FACTOR = 5.0   # ... and Adam (largest lr) drifts more than this × SGD's drift at the smallest lr
+SGD_METHODS = ("LoRA", "LoRA+", "ALLoRA")   # judged: each with its own conserved quantity
+ADAM_METHODS = ("LoRA", "ALLoRA")
+SLOPE_RANGE = (0.5, 1.5)   # "drift ∝ lr": the log-log slope of the violation on lr lies in this range
+ADAM_MAX_SLOPE = 0.5       # "does not shrink with lr": Adam's slope is below this
+ADAM_MIN_LEVEL = 0.1       # ... and its violation at the smallest lr is at least this (O(1), not a drift)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,84 +29,163 @@ class Params:
     runs: EscapeRuns = EscapeRuns()  # the runs of zeroinit.escape-time (shared, run once per process)
 
 
-SETUP = Setup(full=Params(), fast=Params(runs=EscapeRuns(seeds=2)))
+SETUP = Setup(full=Params(), fast=Params(runs=EscapeRuns(units=Units(draws=2, seeds=2), steps=400)))
+
+
+def method_names(r: EscapeRuns, method: str, opt: str):
+    """The run names of ``method`` under ``opt`` at each learning rate of the grid (ascending)."""
+    sq = float(np.sqrt(r.loraplus_ratio))
+    lrs = r.sgd_lrs if opt == "SGD" else r.adam_lrs
+    fmt_ = {"LoRA": lambda lr: f"LoRA {opt} lr={lr_name(lr)}",
+            "ALLoRA": lambda lr: f"ALLoRA {opt} l_b={lr_name(lr / r.eta)}",
+            "LoRA+": lambda lr: f"LoRA+ SGD lr_A={lr_name(lr / sq)}",
+            "scaled GD": lambda lr: f"scaled GD SGD lr={lr_name(lr)}"}[method]
+    return [fmt_(lr) for lr in lrs]
+
+
+def quantity(method: str) -> str:
+    return {"LoRA+": "AAᵀ/η_A − BᵀB/η_B", "scaled GD": "log det(AAᵀ+δ) − log det(BᵀB+δ)"}.get(method, "AAᵀ − BᵀB")
+
+
+def violation(run, method: str, r: EscapeRuns):
+    """The scale-free violation of the method's own conserved quantity (units, records)."""
+    if method == "LoRA+":
+        return dynamics.conservation_violation(run["A"], run["B"], lr_a=1.0, lr_b=r.loraplus_ratio)
+    if method == "scaled GD":
+        return dynamics.conservation_violation(run["A"], run["B"], scaled_delta=r.delta)
+    return dynamics.conservation_violation(run["A"], run["B"])
+
+
+def _k():
+    return 2 * len(ADAM_METHODS) + len(SGD_METHODS)
 
 
 def rule(p: Params) -> str:
-    r = p.runs
-    return (f"On the runs of zeroinit.escape-time (two-factor toy, {r.steps} steps, {r.seeds} seeds), drift = max "
-            "over steps of ||Q(t) − Q(0)||_F / (||A0A0ᵀ||_F + ||B0ᵀB0||_F) with Q = AAᵀ − BᵀB, median over seeds. "
-            f"Supported if LoRA under SGD has drift < {fmt(GD_MAX_DRIFT)} at lr {fmt(r.sgd_lrs[0])} and a drift "
-            f"increasing with lr over {fmt(r.sgd_lrs)}, and LoRA under Adam (lr {fmt(r.adam_lrs[-1])}) drifts more "
-            f"than {fmt(ADAM_FACTOR)} × SGD's drift at lr {fmt(r.sgd_lrs[0])}; partly supported if only the SGD "
-            "part holds; not supported otherwise. ALLoRA, LoRA+, scaled GD, init_b and PiSSA are reported "
-            "alongside.")
-
-
-def balance_drift(run):
-    """``||Q(t) − Q(0)||_F / (||A₀A₀ᵀ||_F + ||B₀ᵀB₀||_F)`` with ``Q = AAᵀ − BᵀB`` (S, records).
-
-    The scale of the start, not ``||Q(0)||``, normalizes: PiSSA starts balanced (``Q(0) = 0``).
-    """
-    AA = np.einsum("strj,stkj->strk", run["A"], run["A"])
-    BB = np.einsum("stir,stik->strk", run["B"], run["B"])
-    Q = AA - BB
-    scale = np.linalg.norm(AA[:, 0], axis=(-2, -1)) + np.linalg.norm(BB[:, 0], axis=(-2, -1))
-    return np.linalg.norm(Q - Q[:, :1], axis=(-2, -1)) / scale[:, None]
+    r, u = p.runs, p.runs.units
+    return (f"On the base-toy runs of zeroinit.escape-time ({u.draws} task draws × {u.seeds} seeds per master "
+            f"seed, {r.steps} steps, A random and B = 0), each method's own conserved quantity Φ (LoRA and ALLoRA: "
+            "AAᵀ − BᵀB; LoRA+ (ratio " + fmt(r.loraplus_ratio) + "): AAᵀ/η_A − BᵀB/η_B; scaled GD: log det(AAᵀ+δ) − "
+            f"log det(BᵀB+δ), δ {fmt(r.delta)}, reported only) and its scale-free violation "
+            "||ΔΦ|| / (||Δ first term|| + ||Δ second term||) ∈ [0, 1] (0: kept; 1: only one factor moved), read at "
+            f"the same flow time lr·t = {fmt(r.sgd_lrs[0])}·{r.steps} (SGD), {fmt(r.adam_lrs[0])}·{r.steps} (Adam) "
+            f"for every lr of the grid (SGD {fmt(r.sgd_lrs)}, Adam {fmt(r.adam_lrs)}; ALLoRA at l_b = lr/"
+            f"{fmt(r.eta)}, LoRA+ at lr_A = lr/√ratio). Per unit the slope of log violation on log lr; its "
+            f"t-interval over units (draws as groups) at level 1 − 0.05/{_k()} (Bonferroni over the intervals). "
+            f"(a) GD keeps it: for {', '.join(SGD_METHODS)} under SGD the slope interval lies in "
+            f"[{SLOPE_RANGE[0]:g}, {SLOPE_RANGE[1]:g}] (drift ∝ lr); fails if one lies outside it or a run "
+            f"diverged. (b) Adam breaks it: for {' and '.join(ADAM_METHODS)} under Adam the slope interval's "
+            f"upper end is < {fmt(ADAM_MAX_SLOPE)} and the violation at the smallest lr has its lower end > "
+            f"{fmt(ADAM_MIN_LEVEL)}; fails if a slope interval's lower end is > {fmt(ADAM_MAX_SLOPE)} (Adam's drift "
+            "shrinks like GD's). Otherwise a part is undecided. Supported if (a) and (b) hold; partly supported "
+            "if one holds; not supported if both fail; inconclusive otherwise. Control: the step size itself "
+            "(halving it halves a discretization drift, not a flow that breaks the law) and the optimizer.")
 
 
 def measure(p: Params, seed: int) -> dict:
     r = p.runs
-    task, seeds, methods, aligned, runs, aruns, steps = escape_runs(r, seed)
+    u = r.units
+    runs, steps = escape_runs(r, seed)
+    alpha = 0.05 / _k()
     out = {"steps": steps, "methods": {}}
-    for name, init, rule_ in methods:
-        d = balance_drift(runs[name])
-        out["methods"][name] = {"max_drift": summary(d.max(1)), "median_curve": np.median(d, 0)}
-    out["gd_drift_by_lr"] = {lr_name(lr): out["methods"][f"LoRA SGD lr={lr_name(lr)}"]["max_drift"]["median"]
-                             for lr in r.sgd_lrs}
-    out["adam_drift"] = out["methods"][f"LoRA Adam lr={lr_name(r.adam_lrs[-1])}"]["max_drift"]["median"]
-    out["allora_sgd_drift"] = out["methods"][f"ALLoRA SGD l_b={lr_name(r.sgd_lrs[-1] / r.eta)}"]["max_drift"]["median"]
+    for opt, methods in (("SGD", SGD_METHODS + ("scaled GD",)), ("Adam", ADAM_METHODS)):
+        lrs = np.asarray(r.sgd_lrs if opt == "SGD" else r.adam_lrs, float)
+        idx = np.rint(r.steps * lrs[0] / lrs / r.stride).astype(int)       # records at the same flow time
+        for method in methods:
+            names = method_names(r, method, opt)
+            v = [violation(runs[(BASE.name, n)], method, r) for n in names]
+            at_tau = np.stack([vi[:, j] for vi, j in zip(v, idx)], axis=1)   # (units, lrs)
+            q_plain = [dynamics.conservation_violation(runs[(BASE.name, n)]["A"], runs[(BASE.name, n)]["B"])
+                       for n in names]
+            slope = loglog_slope(lrs, at_tau)
+            out["methods"][f"{method} {opt}"] = {
+                "quantity": quantity(method), "lrs": lrs, "names": names, "flow_time_index": idx,
+                "violation_at_tau": at_tau, "violation_at_tau_median": np.median(at_tau, 0),
+                "plain_Q_violation_at_tau_median": np.median(np.stack([q[:, j] for q, j in zip(q_plain, idx)], 1), 0),
+                "median_curves": [np.median(vi, 0) for vi in v],
+                "slope": interval_test(slope, u, alpha=alpha),
+                "level_at_smallest_lr": interval_test(at_tau[:, 0], u, alpha=alpha),
+                "diverged": int(sum(np.sum(runs[(BASE.name, n)]["diverged"] >= 0) for n in names))}
     return out
 
 
+def parts(m: dict) -> dict:
+    ms = m["methods"]
+    sgd = [ms[f"{x} SGD"] for x in SGD_METHODS]
+    lo, hi = SLOPE_RANGE
+    inside = [c["slope"]["lo"] >= lo and c["slope"]["hi"] <= hi for c in sgd]
+    outside = [c["slope"]["hi"] < lo or c["slope"]["lo"] > hi for c in sgd]
+    a = ("fails" if any(outside) or any(c["diverged"] > 0 for c in sgd) else
+         "holds" if all(inside) else "undecided")
+    adam = [ms[f"{x} Adam"] for x in ADAM_METHODS]
+    breaks = [c["slope"]["hi"] < ADAM_MAX_SLOPE and c["level_at_smallest_lr"]["lo"] > ADAM_MIN_LEVEL for c in adam]
+    shrinks = [c["slope"]["lo"] > ADAM_MAX_SLOPE for c in adam]
+    b = "fails" if any(shrinks) else "holds" if all(breaks) else "undecided"
+    return {"gd_keeps": a, "adam_breaks": b}
+
+
 def verdict(m: dict) -> str:
-    gd = [m["gd_drift_by_lr"][k] for k in sorted(m["gd_drift_by_lr"], key=float)]  # in lr order
-    finite = all(v is not None for v in gd)  # a diverged run's drift is NaN (recorded as None): no conservation
-    gd_ok = finite and gd[0] < GD_MAX_DRIFT and all(a < b for a, b in zip(gd, gd[1:]))
-    adam_breaks = gd_ok and m["adam_drift"] is not None and m["adam_drift"] > ADAM_FACTOR * gd[0]
-    if gd_ok and adam_breaks:
+    pt = list(parts(m).values())
+    if all(v == "holds" for v in pt):
         return "supported"
-    return "partly supported" if gd_ok else "not supported"
+    if any(v == "holds" for v in pt):
+        return "partly supported"
+    return "not supported" if all(v == "fails" for v in pt) else "inconclusive"
+
+
+COLORS = {"LoRA SGD": "tab:blue", "LoRA+ SGD": "tab:green", "ALLoRA SGD": "tab:red", "scaled GD SGD": "tab:purple",
+          "LoRA Adam": "tab:cyan", "ALLoRA Adam": "tab:orange"}
 
 
 def plot(record: dict):
-    """Relative drift of AAᵀ − BᵀB against steps, one line per method (median over seeds)."""
+    """Violation of each method's own conserved quantity against flow time, and at equal flow time against lr."""
     data = record["measurements"]
-    fig, ax = figure(1, 1, figsize=(10, 4.8))
-    x = np.asarray(data["steps"])[1:]  # the drift is exactly 0 at step 0: off a log axis
-    colors = plt.get_cmap("tab20").colors
-    for i, (name, v) in enumerate(data["methods"].items()):
-        curve = np.asarray(v["median_curve"], float)[1:]  # None (NaN of a diverged run) becomes NaN
-        ax.plot(x, curve, label=name, color=colors[i % len(colors)], ls="-" if " SGD" in name else "--")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("||Q(t) − Q(0)||_F / (||A₀A₀ᵀ||_F + ||B₀ᵀB₀||_F)")
-    ax.set_title("Balance matrix Q = AAᵀ − BᵀB (gradient flow keeps it exactly); median of seeds")
-    legend(ax, fontsize=7)
+    fig, axes = figure(1, 2, figsize=(13, 5.2))
+    steps = np.asarray(data["steps"], float)
+    for key, c in data["methods"].items():
+        col = COLORS.get(key, "k")
+        for j, (lr, curve) in enumerate(zip(c["lrs"], c["median_curves"])):
+            y = np.asarray(curve, float)[1:]
+            axes[0].plot(lr * steps[1:], np.maximum(y, 1e-8), color=col, alpha=0.35 + 0.3 * j,
+                         label=f"{key}: {c['quantity']}" if j == len(c["lrs"]) - 1 else None)
+        sl = c["slope"]
+        axes[1].plot(c["lrs"], np.asarray(c["violation_at_tau_median"], float), "o-", color=col,
+                     label=f"{key}: slope {sl['mean']:.2f} [{sl['lo']:.2f}, {sl['hi']:.2f}]")
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("flow time lr·t (lr of the grid)")
+    axes[0].set_ylabel("violation of the method's own invariant")
+    axes[0].set_title("median over units; darker = larger lr", fontsize=9)
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("learning rate of the grid (ALLoRA runs at lr/eta, LoRA+ at lr_A = lr/√ratio)")
+    axes[1].set_ylabel("violation at equal flow time (median)")
+    pt = parts(data)
+    axes[1].set_title(f"GD keeps: {pt['gd_keeps']}; Adam breaks: {pt['adam_breaks']}", fontsize=9)
+    legend(axes[0], "below", fontsize=7)
+    legend(axes[1], "below", fontsize=7)
+    fig.suptitle("What each update rule conserves (base toy, B = 0 start): a drift ∝ lr is discretization, "
+                 "a drift that does not shrink is the optimizer", fontsize=10)
     return fig
 
 
-def _case(gd=(0.01, 0.02, 0.05), adam=1.0):
-    return {"gd_drift_by_lr": dict(zip(("0.01", "0.03", "0.1"), gd)), "adam_drift": adam}
+def _m(slope, level=(0.4, 0.5), diverged=0):
+    return {"slope": {"lo": slope[0], "hi": slope[1], "mean": sum(slope) / 2},
+            "level_at_smallest_lr": {"lo": level[0], "hi": level[1]}, "diverged": diverged}
+
+
+def _case(sgd=((0.9, 1.1),) * 3, adam=((-0.1, 0.1),) * 2, level=(0.4, 0.5), diverged=0):
+    ms = {f"{x} SGD": _m(s, diverged=diverged) for x, s in zip(SGD_METHODS, sgd)}
+    ms.update({f"{x} Adam": _m(s, level) for x, s in zip(ADAM_METHODS, adam)})
+    return {"methods": ms}
 
 
 VERDICT_EXAMPLES = [
     (_case(), "supported"),
-    (_case(gd=(0.099, 0.2, 0.3), adam=0.5), "supported"),         # just below 0.1, Adam just above 5 × 0.099
-    (_case(adam=0.05), "partly supported"),                        # Adam = 5 × SGD's drift: not more
-    (_case(adam=None), "partly supported"),                        # Adam diverged
-    (_case(gd=(0.1, 0.2, 0.3), adam=5.0), "not supported"),        # drift 0.1 at the smallest lr: not < 0.1
-    (_case(gd=(0.01, 0.03, 0.02), adam=1.0), "not supported"),     # not increasing with lr
-    (_case(gd=(0.01, None, 0.05), adam=1.0), "not supported"),     # an SGD run diverged
+    (_case(sgd=((0.5, 1.5),) * 3, adam=((-0.5, 0.49),) * 2, level=(0.11, 0.2)), "supported"),   # edges count
+    (_case(adam=((0.6, 0.9),) * 2), "partly supported"),          # Adam's drift shrinks: (b) fails
+    (_case(sgd=((1.6, 2.0),) * 3), "partly supported"),           # drift faster than ∝ lr: (a) fails
+    (_case(diverged=1), "partly supported"),                      # a diverged SGD run: (a) fails
+    (_case(sgd=((1.6, 2.0),) * 3, adam=((0.6, 0.9),) * 2), "not supported"),
+    (_case(sgd=((0.4, 1.1),) * 3, adam=((0.6, 0.9),) * 2), "inconclusive"),    # (a) undecided
+    (_case(sgd=((1.6, 2.0),) * 3, level=(0.05, 0.5)), "inconclusive"),         # Adam's level undecided
 ]

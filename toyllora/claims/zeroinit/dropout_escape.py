@@ -7,116 +7,163 @@ import dataclasses
 import numpy as np
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.zeroinit._common import Toy, learned, run_methods, summary, toy_task
+from toyllora.claims.zeroinit._common import (BASE, MODES, PLATEAU, SITE_CODES, DropoutRuns, Units, dropout_name,
+                                              dropout_runs, holm, log_ratio_test, progress, summary)
 from toyllora.plotting import figure, legend
 from toyllora.theory import dynamics
 
 STATEMENT = "Dropout slows the escape from the zero-init start (B = 0)."
 SOURCE = "paper"
-SITE_CODES = {"input": 0.0, "bottleneck": 1.0}  # dynamics.Rule.site
-MODES = {"sampled": 0.0, "expected": 1.0}        # dynamics.Rule.expected: sampled masks or the expected loss
-SLOWDOWN = 1.1  # the verdict: dropout slows the escape in a cell if the slowdown is >= this
+TOYS = (BASE, PLATEAU)
+SLOWDOWN = 1.1  # a cell is "not slower" when its interval excludes a slowdown of this factor
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    toy: Toy = Toy()
-    seeds: int = 5                     # optimization seeds master_seed, master_seed + 1, ...
-    steps: int = 1000
-    stride: int = 2
-    lr: float = 0.03                   # SGD
-    keeps: tuple = (1.0, 0.9, 0.8, 0.6)  # keep probabilities q (first: no dropout, last: the largest drop rate)
-    level: float = 0.25                # escape: ||BA||_F first reaches level · ||ΔW||_F
+    runs: DropoutRuns = DropoutRuns()
+    level: float = 0.5   # escape: the learned fraction reaches level × (own fixed point | the full target)
 
 
-SETUP = Setup(full=Params(), fast=Params(seeds=2, keeps=(1.0, 0.6)))
+SETUP = Setup(full=Params(), fast=Params(runs=DropoutRuns(units=Units(draws=2, seeds=2), steps=400,
+                                                          drop_rates=(0.4,))))
 
 
-def _rate(q: float) -> str:
-    return f"{1 - q:.1f}"
+def _cells(r: DropoutRuns):
+    return [(toy, site, mode, d) for toy in TOYS for site in SITE_CODES for mode in MODES for d in r.drop_rates]
+
+
+def _key(toy, site, mode, d):
+    return f"{toy.name}|{site}|{mode}|{d:g}"
 
 
 def rule(p: Params) -> str:
-    return (f"Two-factor toy, kaiming A and B = 0, SGD lr {fmt(p.lr)}, {p.steps} steps, {p.seeds} seeds, drop rates "
-            f"{fmt([round(1 - q, 2) for q in p.keeps])}. Escape step = first recorded step where ||BA||_F >= "
-            f"{fmt(p.level)}·||ΔW||_F (an absolute level), median over seeds. For each of the "
-            f"{len(SITE_CODES) * len(MODES)} cells ({' or '.join(SITE_CODES)} dropout) × (sampled masks or "
-            "closed-form expected loss), slowdown = median escape at drop rate "
-            f"{fmt(round(1 - p.keeps[-1], 2))} / median escape without dropout (a run that never escapes counts as "
-            f"slower). Supported if slowdown >= {fmt(SLOWDOWN)} in all cells; partly supported if in some; not "
-            "supported if in none; inconclusive if the no-dropout median never escapes.")
+    r, u = p.runs, p.runs.units
+    k = len(_cells(r)) // len(TOYS)
+    return (f"LoRA (A random, B = 0) under SGD lr {fmt(r.lr)} for {r.steps} steps on the base toy (no plateau) "
+            f"and the plateau toy (shift {fmt(PLATEAU.spectrum)}, A × {fmt(PLATEAU.init_scale)}), {u.draws} task "
+            f"draws × {u.seeds} seeds per master seed; drop rates {fmt(r.drop_rates)} at the input (PEFT) and the "
+            "bottleneck, with sampled masks and with the closed-form expected loss. Control: no dropout, paired "
+            "by unit (same task and same A). Escape step = first step (interpolated) where the learned fraction "
+            f"<ΔŴ, ΔW>/||ΔW||² reaches {fmt(p.level)} × p*(q), p*(q) the learned fraction at the minimizer of the "
+            "expected-dropout loss (input: q; bottleneck: the Mianjy–Arora–Vidal shrinkage) — the run's own "
+            "target, so that dropout's shrinkage of the target is not counted as a slower start; the same level "
+            "of the full target (absolute, the old statistic) is reported beside it. Per cell (site × mode × "
+            f"rate, {k} cells per toy) the geometric-mean ratio of escape steps with/without dropout, its t-interval at "
+            f"level 1 − 0.05/{k} (Bonferroni) and the sign-flip test of the log ratio (draws as groups, Holm over "
+            f"the toy's {k} cells); a run that never escapes counts as escaping at the end of the budget. A cell "
+            f"is slower if its test is a Holm win with ratio > 1; not slower if the interval's upper end is < "
+            f"{fmt(SLOWDOWN)}. The plateau toy decides (the base toy has no slow start to slow down; its cells "
+            "are reported): supported if every plateau cell at the largest drop rate is slower; partly "
+            "supported if some plateau cell is slower; not supported if no plateau cell is slower and every one "
+            "is not slower; inconclusive otherwise.")
 
 
 def measure(p: Params, seed: int) -> dict:
-    task = toy_task(p.toy, seed)
-    seeds = list(range(seed, seed + p.seeds))
-    thr = p.level * float(np.linalg.norm(np.asarray(task.delta)))
-    methods = [(f"{site}|{mode}|{q:g}", "init_a", dynamics.Rule(lr=p.lr, keep=q, site=code, expected=exp))
-               for site, code in SITE_CODES.items() for mode, exp in MODES.items() for q in p.keeps]
-    runs, steps = run_methods(task, methods, seeds, rank=p.toy.rank, steps=p.steps, stride=p.stride)
-    out = {"threshold": thr, "steps": steps, "cells": {}}
-    for site in SITE_CODES:
-        for mode in MODES:
-            cell = {}
-            for q in p.keeps:
-                norm = np.linalg.norm(learned(runs[f"{site}|{mode}|{q:g}"], task), axis=(-2, -1))
-                esc = dynamics.escape_time(norm, thr, steps)
-                cell[_rate(q)] = {"escape": summary(esc), "median_curve": np.median(norm, 0),
-                                  "final_norm_BA": float(np.median(norm[:, -1]))}
-            base, top = cell[_rate(p.keeps[0])]["escape"]["median"], cell[_rate(p.keeps[-1])]["escape"]["median"]
-            cell["slowdown_at_max_drop"] = float(top / base) if np.isfinite(base) else float("nan")
-            out["cells"][f"{site}|{mode}"] = cell
+    r = p.runs
+    u = r.units
+    runs, steps = dropout_runs(r, seed)
+    k = len(_cells(r)) // len(TOYS)
+    out = {"steps": steps, "budget": r.steps, "cells": {}, "controls": {}}
+    esc0 = {}
+    for toy in TOYS:
+        prog = progress(runs[(toy.name, dropout_name("SGD", r.lr))])
+        esc0[toy.name] = dynamics.escape_time(prog, p.level, steps, interpolate=True)
+        out["controls"][toy.name] = {"escape": summary(esc0[toy.name]), "median_curve": np.median(prog, 0),
+                                     "escape_share_of_budget": float(np.median(esc0[toy.name]) / r.steps)}
+    own, absolute = {t.name: {} for t in TOYS}, {t.name: {} for t in TOYS}
+    for toy, site, mode, d in _cells(r):
+        prog = progress(runs[(toy.name, dropout_name("SGD", r.lr, site, d, mode))])
+        pstar = dynamics.fixed_point_progress(toy.spectrum, 1.0 - d, site, toy.rank)
+        e_own = dynamics.escape_time(prog, p.level * pstar, steps, interpolate=True)
+        e_abs = dynamics.escape_time(prog, p.level, steps, interpolate=True)
+        key = _key(toy, site, mode, d)
+        own[toy.name][key] = log_ratio_test(e_own, esc0[toy.name], u, budget=r.steps, alpha=0.05 / k)
+        absolute[toy.name][key] = log_ratio_test(e_abs, esc0[toy.name], u, budget=r.steps, alpha=0.05 / k)
+        tail = max(1, len(steps) // 10)
+        out["cells"][key] = {"fixed_point_progress": pstar, "end_progress_mean": float(prog[:, -tail:].mean()),
+                             "escape_own": summary(e_own), "escape_absolute": summary(e_abs),
+                             "median_curve": np.median(prog, 0)}
+    for fams, name in ((own, "own"), (absolute, "absolute")):
+        for fam in fams.values():
+            for key, d in holm(fam).items():
+                out["cells"][key][f"ratio_{name}"] = d
+    out["max_drop_rate"] = max(r.drop_rates)
     return out
 
 
-def _no_dropout(cell: dict) -> dict:
-    """The cell's entry at the smallest drop rate (0: no dropout)."""
-    return cell[min((k for k in cell if k != "slowdown_at_max_drop"), key=float)]
+def cell_outcome(c: dict) -> str:
+    d = c["ratio_own"]
+    if d["win"] == 1:
+        return "slower"
+    return "not slower" if d["ratio_hi"] is not None and d["ratio_hi"] < SLOWDOWN else "undecided"
 
 
 def verdict(m: dict) -> str:
-    cells = m["cells"].values()
-    # a recorded None is NaN when the no-dropout median never escapes (inconclusive) and inf when only the
-    # dropout median never escapes (slower: a hit); the no-dropout median (None: never) tells them apart
-    if any(_no_dropout(c)["escape"]["median"] is None for c in cells):
-        return "inconclusive"
-    hits = [c["slowdown_at_max_drop"] is None or c["slowdown_at_max_drop"] >= SLOWDOWN for c in cells]
-    return "supported" if all(hits) else "partly supported" if any(hits) else "not supported"
+    top = float(m["max_drop_rate"])
+    out = {k: cell_outcome(c) for k, c in m["cells"].items() if k.split("|")[0] == PLATEAU.name}
+    at_top = [o for k, o in out.items() if float(k.split("|")[-1]) == top]
+    if at_top and all(o == "slower" for o in at_top):
+        return "supported"
+    if any(o == "slower" for o in out.values()):
+        return "partly supported"
+    return "not supported" if all(o == "not slower" for o in out.values()) else "inconclusive"
 
 
 def plot(record: dict):
-    """Escape step against drop rate for each site and mode (median and interquartile range over seeds)."""
+    """Escape ratios (own target and absolute level) per cell, and the learned fraction on the plateau toy."""
     data = record["measurements"]
-    fig, ax = figure(1, 1, figsize=(8.5, 4.2))
-    cells = data["cells"]
-    for i, (key, cell) in enumerate(cells.items()):
-        rates = sorted((k for k in cell if k != "slowdown_at_max_drop"), key=float)
-        esc = [cell[k]["escape"] for k in rates]
-        med = np.asarray([e["median"] for e in esc], float)  # None (never escaped) becomes NaN
-        lo = med - np.asarray([e["q25"] for e in esc], float)
-        hi = np.asarray([e["q75"] for e in esc], float) - med
-        slow = cell["slowdown_at_max_drop"]
-        slow = "∞" if slow is None else f"{slow:.2f}"  # None: only the dropout median never escaped
-        dodge = 0.006 * (i - (len(cells) - 1) / 2)  # sampled and expected often coincide: shift them apart
-        ax.errorbar([float(k) + dodge for k in rates], med, yerr=[lo, hi], marker="o", capsize=3,
-                    ls="--" if key.endswith("expected") else "-", label=f"{key.replace('|', ', ')} (×{slow} at max)")
-    ax.set_xlabel("drop rate 1 − q")
-    ax.set_ylabel(f"steps until ||BA||_F ≥ {data['threshold']:.3g} (SGD)")
-    ax.set_title("Does dropout slow the escape from B = 0? (points dodged sideways)")
-    legend(ax)
+    fig, axes = figure(1, 2, figsize=(14, 6.2))
+    ax = axes[0]
+    keys = list(data["cells"])
+    for i, key in enumerate(keys):
+        for j, (which, col, lab) in enumerate((("ratio_own", "tab:blue", "own target (the rule)"),
+                                               ("ratio_absolute", "tab:gray", "absolute level (old statistic)"))):
+            d = data["cells"][key][which]
+            ax.errorbar([d["ratio"]], [i + 0.18 * (j - 0.5)], xerr=[[d["ratio"] - d["ratio_lo"]],
+                                                                     [d["ratio_hi"] - d["ratio"]]],
+                        fmt="o", color=col, capsize=2, ms=4, label=lab if i == 0 else None)
+    ax.axvline(1.0, color="k", lw=0.6)
+    ax.axvline(SLOWDOWN, color="k", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(keys)), [k.replace("|", ", ") for k in keys], fontsize=7)
+    ax.set_xlabel("escape step with / without dropout (Bonferroni interval)")
+    ax.set_title("> 1: dropout slows the escape", fontsize=9)
+    legend(ax, "below", fontsize=8)
+    ax = axes[1]
+    x = np.maximum(np.asarray(data["steps"], float), 1)
+    c0 = data["controls"][PLATEAU.name]
+    ax.plot(x, np.asarray(c0["median_curve"], float), "k", label="no dropout")
+    for key, c in data["cells"].items():
+        toy, site, mode, d = key.split("|")
+        if toy == PLATEAU.name and mode == "expected":
+            line, = ax.plot(x, np.asarray(c["median_curve"], float), label=f"{site} dropout {d} (expected loss)")
+            ax.axhline(c["fixed_point_progress"], color=line.get_color(), ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learned fraction <ΔŴ,ΔW>/||ΔW||² (median)")
+    ax.set_title("plateau toy, SGD; dotted: the expected-loss fixed point p*(q)", fontsize=9)
+    legend(ax, "below", fontsize=8)
+    fig.suptitle("Dropout and the escape from B = 0: against its own target dropout does not slow the start",
+                 fontsize=10)
     return fig
 
 
-def _case(slowdowns, base=(50.0, 50.0, 50.0, 50.0)):
-    keys = ("input|sampled", "input|expected", "bottleneck|sampled", "bottleneck|expected")
-    return {"cells": {k: {"0.0": {"escape": {"median": b}}, "slowdown_at_max_drop": s}
-                      for k, s, b in zip(keys, slowdowns, base)}}
+def _c(win=0, hi=1.0):
+    return {"ratio_own": {"win": win, "ratio_hi": hi}}
+
+
+def _case(top=(1, 1), low=(0, 0), hi=1.0, base=(0, 1.5)):
+    cells = {f"plateau|input|sampled|{d}": _c(w, hi) for d, w in (("0.4", top[0]), ("0.2", low[0]))}
+    cells.update({f"plateau|bottleneck|expected|{d}": _c(w, hi) for d, w in (("0.4", top[1]), ("0.2", low[1]))})
+    cells["base|input|sampled|0.4"] = _c(*base)      # the base toy is reported, never decides
+    return {"max_drop_rate": 0.4, "cells": cells}
 
 
 VERDICT_EXAMPLES = [
-    (_case([1.2, 1.1, 1.3, 2.0]), "supported"),               # 1.1 counts (>=)
-    (_case([1.2, None, 1.3, 2.0]), "supported"),              # None with a finite base: never escaped with dropout
-    (_case([1.2, 1.09, 1.0, 1.0]), "partly supported"),       # just below 1.1
-    (_case([1.0, 1.0, 0.9, 1.09]), "not supported"),
-    (_case([None, 1.0, 1.0, 1.0], base=(None, 50.0, 50.0, 50.0)), "inconclusive"),
+    (_case(top=(1, 1), low=(0, 0), hi=1.5), "supported"),          # every cell at the largest rate slower
+    (_case(top=(1, 0), low=(0, 0), hi=1.5), "partly supported"),
+    (_case(top=(0, 0), low=(1, 0), hi=1.0), "partly supported"),   # slower at a smaller rate only
+    (_case(top=(0, -1), low=(0, 0), hi=1.09), "not supported"),    # faster or within 10 %
+    (_case(top=(0, -1), low=(0, 0), hi=1.09, base=(1, 2.0)), "not supported"),   # a base-toy cell cannot decide
+    (_case(top=(0, 0), low=(0, 0), hi=1.1), "inconclusive"),       # the interval reaches 1.1
 ]

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.zeroinit._common import EscapeRuns, escape_runs, lr_name, progress, summary
+from toyllora.claims.zeroinit._common import (BASE, PLATEAU, EscapeRuns, Units, escape_runs, holm, log_ratio_test,
+                                              lr_name, progress, summary)
 from toyllora.plotting import figure, legend
 from toyllora.theory import dynamics
 
@@ -15,7 +16,8 @@ STATEMENT = ("ALLoRA fixes the slow start of LoRA from B = 0: with its adaptive 
              "escape from zero is faster than LoRA's at the paper's matched learning rate (LoRA at eta·l_b).")
 SOURCE = "paper"
 OPTIMIZERS = ("SGD", "Adam")
-FIXED_RATIO = 0.5  # the verdict's threshold: ALLoRA fixes the start if its median escape <= this × LoRA's
+TOY_NAMES = (BASE.name, PLATEAU.name)
+FIXED_RATIO = 0.5  # ALLoRA fixes the start in a cell if its escape step is at most this × LoRA's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,118 +26,155 @@ class Params:
     threshold: float = 0.5     # escape: the learned fraction <ΔŴ, ΔW>/||ΔW||² first reaches this
 
 
-SETUP = Setup(full=Params(), fast=Params(runs=EscapeRuns(seeds=2)))
+SETUP = Setup(full=Params(), fast=Params(runs=EscapeRuns(units=Units(draws=2, seeds=2), steps=400)))
 
 
 def _lrs(r: EscapeRuns, opt: str):
     return r.sgd_lrs if opt == "SGD" else r.adam_lrs
 
 
+def names(r: EscapeRuns, opt: str):
+    """``(ALLoRA at l_b, LoRA at eta·l_b, LoRA at l_b)`` method names under ``opt``."""
+    top = _lrs(r, opt)[-1]
+    return (f"ALLoRA {opt} l_b={lr_name(top / r.eta)}", f"LoRA {opt} lr={lr_name(top)}",
+            f"LoRA {opt} lr={lr_name(top / r.eta)}")
+
+
 def rule(p: Params) -> str:
-    r, t = p.runs, p.runs.toy
-    pairs = "; ".join(f"{opt}: l_b = {lr_name(_lrs(r, opt)[-1] / r.eta)} vs LoRA {lr_name(_lrs(r, opt)[-1])}"
+    r, u = p.runs, p.runs.units
+    pairs = "; ".join(f"{opt}: l_b = {lr_name(_lrs(r, opt)[-1] / r.eta)} vs LoRA at {lr_name(_lrs(r, opt)[-1])}"
                       for opt in OPTIMIZERS)
-    return (f"Two-factor toy (whitened X, d_in {t.d_in}, d_out {t.d_out}, n {t.n_train}, rank-{t.shift_rank} "
-            f"target with singular values {fmt(t.spectrum)}, r {t.rank}, s 1, kaiming A and B = 0), {r.seeds} "
-            f"seeds, {r.steps} steps. Escape step = first recorded step where the learned fraction "
-            f"<ΔŴ, ΔW>/||ΔW||² reaches {fmt(p.threshold)}; median over seeds. ALLoRA (eta {fmt(r.eta)}) at base "
-            f"lr l_b is compared with LoRA at eta·l_b ({pairs}). ALLoRA fixes the start under an optimizer if "
-            f"its median escape step is <= {fmt(FIXED_RATIO)} × LoRA's. Supported if under SGD and Adam; "
-            "partly supported if under one; not supported if under neither; inconclusive if either median "
-            f"never reaches {fmt(p.threshold)} within the budget.")
-
-
-def analytic_progress(name, rule_, steps, task, r: EscapeRuns):
-    """The exact gradient-flow learned fraction of an aligned start (proofs/zeroinit_learning_curve.md)."""
-    sig = np.linalg.svd(np.asarray(task.delta, np.float64), compute_uv=False)[:r.toy.rank]
-    a0, b0 = (0.0, r.a0_aligned) if "init_b" in name else (r.a0_aligned, 0.0)
-    return dynamics.flow_progress(steps, sig, a0, b0, lr_a=rule_.lr, lr_b=rule_.lr * rule_.b_ratio)
+    k = len(TOY_NAMES) * len(OPTIMIZERS)
+    return (f"Two toys (whitened X, d_in {BASE.d_in}, d_out {BASE.d_out}, n {BASE.n_train}, rank-2 shift, r 2, "
+            f"s 1, A random and B = 0): the base toy (shift {fmt(BASE.spectrum)}, kaiming A: no plateau) and the "
+            f"plateau toy (shift {fmt(PLATEAU.spectrum)}, A × {fmt(PLATEAU.init_scale)}: LoRA's escape takes a "
+            f"sizeable part of the budget). {u.draws} task draws × {u.seeds} seeds per master seed, {r.steps} steps. "
+            f"Escape step = first step (interpolated between records every {r.stride}) where the learned fraction "
+            f"<ΔŴ, ΔW>/||ΔW||² reaches {fmt(p.threshold)}; a run that never does counts as escaping at the end "
+            f"of the budget. ALLoRA (eta {fmt(r.eta)}) at base lr l_b against the control named by the paper, "
+            f"LoRA at eta·l_b ({pairs}), under SGD and Adam (under Adam a constant factor on a gradient cancels). "
+            f"Per cell (toy × optimizer, {k} cells): the geometric-mean ratio ALLoRA/LoRA of the escape steps "
+            f"over the units, its t-interval at level 1 − 0.05/{k} (Bonferroni over the cells) and the sign-flip "
+            f"test of the log ratio (draws as groups, Holm over the cells). A cell is fixed if the interval's "
+            f"upper end is <= {fmt(FIXED_RATIO)}, not fixed if its lower end is > {fmt(FIXED_RATIO)}, undecided "
+            "otherwise (or if a LoRA run never escapes, or an ALLoRA run never escapes while the interval would "
+            "call the cell fixed). Supported if every cell is fixed; partly supported if some are; not supported "
+            "if every cell is not fixed; inconclusive otherwise. ALLoRA against LoRA at l_b (the unmatched "
+            "comparison) is reported alongside. Control: LoRA at the paper's matched rate eta·l_b, on the same "
+            "units (same task, same A), which removes ALLoRA's adaptive factor and keeps its c = eta at BA = 0.")
 
 
 def measure(p: Params, seed: int) -> dict:
     r = p.runs
-    task, seeds, methods, aligned, runs, aruns, steps = escape_runs(r, seed)
-    out = {"steps": steps, "methods": {}, "aligned": {}}
-    for name, init, rule_ in methods:
-        prog = progress(runs[name], task)
-        esc = dynamics.escape_time(prog, p.threshold, steps)
-        out["methods"][name] = {"escape": summary(esc), "median_curve": np.median(prog, 0),
-                                "diverged": int(np.sum(runs[name]["diverged"] >= 0))}
-    for name, init, rule_ in aligned:
-        prog = progress(aruns[name], task)[0]
-        ana = analytic_progress(name, rule_, steps, task, r)
-        esc, esc_ana = dynamics.escape_time(prog, p.threshold, steps), dynamics.escape_time(ana, p.threshold, steps)
-        out["aligned"][name] = {"curve": prog, "analytic": ana, "escape": esc, "escape_analytic": esc_ana,
-                                "curve_rel_error": dynamics.relative_curve_error(prog, ana),
-                                "escape_rel_error": float(abs(esc - esc_ana) / esc_ana)}
-    ratios = {}
-    for opt in OPTIMIZERS:
-        top = _lrs(r, opt)[-1]
-        allora_ = out["methods"][f"ALLoRA {opt} l_b={lr_name(top / r.eta)}"]["escape"]["median"]
-        lora_matched = out["methods"][f"LoRA {opt} lr={lr_name(top)}"]["escape"]["median"]
-        best = min(v["escape"]["median"] for k, v in out["methods"].items() if k.startswith(f"LoRA {opt} lr="))
-        ratios[opt] = {"allora_escape": allora_, "lora_at_eta_lb_escape": lora_matched,
-                       "ratio_allora_over_lora_matched": allora_ / lora_matched,
-                       "best_lora_escape": best}
-    out["allora_vs_lora"] = ratios
+    u = r.units
+    runs, steps = escape_runs(r, seed)
+    k = len(TOY_NAMES) * len(OPTIMIZERS)
+    out = {"steps": steps, "budget": r.steps, "curves": {}, "cells": {}}
+    family = {}
+    for toy in TOY_NAMES:
+        for opt in OPTIMIZERS:
+            al, matched, same = names(r, opt)
+            esc = {}
+            for name in (al, matched, same):
+                prog = progress(runs[(toy, name)])
+                esc[name] = dynamics.escape_time(prog, p.threshold, steps, interpolate=True)
+                out["curves"][f"{toy}|{name}"] = {"median": np.median(prog, 0), "escape": summary(esc[name]),
+                                                  "diverged": int(np.sum(runs[(toy, name)]["diverged"] >= 0))}
+            alpha = 0.05 / k
+            cell = {"allora": al, "lora_matched": matched, "lora_same_lr": same,
+                    "vs_matched": log_ratio_test(esc[al], esc[matched], u, budget=r.steps, alpha=alpha),
+                    "vs_same_lr": log_ratio_test(esc[al], esc[same], u, budget=r.steps, alpha=alpha),
+                    "never_allora": int(np.sum(~np.isfinite(esc[al]))),
+                    "never_lora": int(np.sum(~np.isfinite(esc[matched])))}
+            family[f"{toy}|{opt}"] = cell["vs_matched"]
+            out["cells"][f"{toy}|{opt}"] = cell
+    for key, d in holm(family).items():
+        out["cells"][key]["vs_matched"] = d
     return out
 
 
+def cell_outcome(c: dict) -> str:
+    """``"fixed"``, ``"not fixed"`` or ``"undecided"`` for one cell as recorded."""
+    d = c["vs_matched"]
+    if c["never_lora"] > 0 or d["ratio_lo"] is None or d["ratio_hi"] is None:
+        return "undecided"
+    if d["ratio_hi"] <= FIXED_RATIO:
+        return "undecided" if c["never_allora"] > 0 else "fixed"
+    return "not fixed" if d["ratio_lo"] > FIXED_RATIO else "undecided"
+
+
 def verdict(m: dict) -> str:
-    r = m["allora_vs_lora"]
-    vals = [r[o][k] for k in ("allora_escape", "lora_at_eta_lb_escape") for o in OPTIMIZERS]
-    if any(v is None for v in vals):  # a median that never escaped (inf, recorded as None)
-        return "inconclusive"
-    fixed = [r[o]["ratio_allora_over_lora_matched"] <= FIXED_RATIO for o in OPTIMIZERS]
-    return "supported" if all(fixed) else "partly supported" if any(fixed) else "not supported"
+    out = [cell_outcome(c) for c in m["cells"].values()]
+    if all(o == "fixed" for o in out):
+        return "supported"
+    if any(o == "fixed" for o in out):
+        return "partly supported"
+    return "not supported" if all(o == "not fixed" for o in out) else "inconclusive"
 
 
 def plot(record: dict):
-    """Learned fraction of the target against steps: SGD and Adam panels; aligned runs with the exact flow."""
+    """Learned fraction against steps per toy and optimizer (median over units), and the escape ratios."""
     data = record["measurements"]
-    threshold = record["config"]["setup"]["threshold"]
-    fig, axes = figure(1, 3, figsize=(15, 6.2))
-    x = np.maximum(np.asarray(data["steps"]), 1)
-    for ax, opt in zip(axes[:2], OPTIMIZERS):
-        for name, v in data["methods"].items():
-            if f" {opt}" in name:
-                esc = v["escape"]["median"]
-                esc = "never" if esc is None else f"{esc:g}"
-                ax.plot(x, np.asarray(v["median_curve"], float), label=f"{name} (escape {esc})")
-        ax.set_ylabel("learned fraction <ΔŴ,ΔW>/||ΔW||²")
-        ax.set_title(f"{opt}, kaiming A and B = 0 (median of seeds)")
-    ax = axes[2]
-    for name, v in data["aligned"].items():
-        ax.plot(x, v["curve"], label=f"{name} (rel. err {v['curve_rel_error']:.1e})")
-        ax.plot(x, v["analytic"], "k--", lw=0.8)
-    ax.plot([], [], "k--", lw=0.8, label="exact gradient flow (proofs/zeroinit_learning_curve.md)")
-    ax.set_ylabel("learned fraction of the target")
-    ax.set_title("aligned starts: GD vs exact flow")
-    for ax in axes:
-        ax.axhline(threshold, color="k", lw=0.6, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel("step")
-        legend(ax, "below", fontsize=7)
-    fig.suptitle(f"Escape from B = 0 on the two-factor toy (dotted: escape level {threshold:g}; PiSSA's "
-                 "rank-2 adapter cannot fit W0's top-2 part plus the shift, hence its plateau)", fontsize=9)
+    thr = record["config"]["setup"]["threshold"]
+    fig, axes = figure(1, 5, figsize=(21, 5.2))
+    x = np.maximum(np.asarray(data["steps"], float), 1)
+    colors = {"ALLoRA": "tab:red", "matched": "tab:blue", "same": "tab:gray"}
+    panel = 0
+    for toy in TOY_NAMES:
+        for opt in OPTIMIZERS:
+            ax = axes[panel]
+            c = data["cells"][f"{toy}|{opt}"]
+            for role, name in (("ALLoRA", c["allora"]), ("matched", c["lora_matched"]), ("same", c["lora_same_lr"])):
+                v = data["curves"][f"{toy}|{name}"]
+                med = v["escape"]["median"]
+                ax.plot(x, np.asarray(v["median"], float), color=colors[role],
+                        label=f"{name} (median escape {'never' if med is None else f'{med:.0f}'})")
+            ax.axhline(thr, color="k", lw=0.6, ls=":")
+            ax.set_xscale("log")
+            ax.set_xlabel("step")
+            ax.set_title(f"{toy} toy, {opt}: {cell_outcome(c)}", fontsize=9)
+            legend(ax, "below", fontsize=7)
+            panel += 1
+    axes[0].set_ylabel("learned fraction <ΔŴ,ΔW>/||ΔW||²")
+    ax = axes[4]
+    keys = list(data["cells"])
+    for i, key in enumerate(keys):
+        for j, (which, col) in enumerate((("vs_matched", "tab:blue"), ("vs_same_lr", "tab:gray"))):
+            d = data["cells"][key][which]
+            ax.errorbar([d["ratio"]], [i + 0.15 * (j - 0.5)], xerr=[[d["ratio"] - d["ratio_lo"]],
+                                                                     [d["ratio_hi"] - d["ratio"]]],
+                        fmt="o", color=col, capsize=3, label=("vs LoRA at eta·l_b" if which == "vs_matched"
+                                                              else "vs LoRA at l_b") if i == 0 else None)
+    ax.axvline(FIXED_RATIO, color="k", ls=":", lw=0.8)
+    ax.axvline(1.0, color="k", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(keys)), [k.replace("|", ", ") for k in keys])
+    ax.set_xlabel("escape ratio ALLoRA / LoRA (Bonferroni interval)")
+    ax.set_title("dotted: 'fixes' threshold", fontsize=9)
+    legend(ax, "below", fontsize=7)
+    fig.suptitle("Escape from B = 0: ALLoRA at l_b against LoRA at the matched eta·l_b (and at l_b); "
+                 "under Adam the factor c = eta cancels", fontsize=10)
     return fig
 
 
-def _case(sgd=0.4, adam=0.4, never=False):
-    def cell(ratio):
-        return {"allora_escape": None if never else 100.0 * ratio, "lora_at_eta_lb_escape": 100.0,
-                "ratio_allora_over_lora_matched": None if never else ratio, "best_lora_escape": 50.0}
-    return {"allora_vs_lora": {"SGD": cell(sgd), "Adam": cell(adam)}}
+def _cell(lo, hi, never_allora=0, never_lora=0):
+    return {"vs_matched": {"ratio": (lo + hi) / 2, "ratio_lo": lo, "ratio_hi": hi},
+            "never_allora": never_allora, "never_lora": never_lora}
+
+
+def _case(*cells):
+    keys = [f"{t}|{o}" for t in TOY_NAMES for o in OPTIMIZERS]
+    return {"cells": dict(zip(keys, cells))}
 
 
 VERDICT_EXAMPLES = [
-    (_case(0.4, 0.5), "supported"),            # 0.5 is on the supported side (<=)
-    (_case(0.4, 0.51), "partly supported"),    # Adam just above 0.5
-    (_case(0.51, 0.3), "partly supported"),    # SGD just above 0.5
-    (_case(1.3, 2.0), "not supported"),
-    (_case(never=True), "inconclusive"),       # ALLoRA's median never reaches the level
-    ({"allora_vs_lora": {"SGD": {"allora_escape": 10.0, "lora_at_eta_lb_escape": None,
-                                 "ratio_allora_over_lora_matched": 0.0},
-                         "Adam": {"allora_escape": 10.0, "lora_at_eta_lb_escape": 20.0,
-                                  "ratio_allora_over_lora_matched": 0.5}}}, "inconclusive"),  # LoRA never escapes
+    (_case(_cell(0.3, 0.5), _cell(0.2, 0.4), _cell(0.3, 0.45), _cell(0.1, 0.2)), "supported"),  # 0.5 counts
+    (_case(_cell(0.3, 0.5), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)), "partly supported"),
+    (_case(_cell(0.51, 0.6), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)), "not supported"),  # lo > 0.5
+    (_case(_cell(0.5, 0.6), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)), "inconclusive"),   # lo = 0.5
+    (_case(_cell(0.3, 0.4, never_lora=1), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)), "inconclusive"),
+    (_case(_cell(0.3, 0.4, never_allora=1), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)),
+     "inconclusive"),                                                   # ALLoRA censored: cannot call it fixed
+    (_case(_cell(0.6, 0.7, never_allora=2), _cell(1.2, 1.3), _cell(1.0, 1.1), _cell(1.8, 2.0)),
+     "not supported"),                                                  # censoring only understates ALLoRA
 ]

@@ -9,6 +9,7 @@ import numpy as np
 
 from toyllora import lora
 from toyllora.claims import Setup, fmt
+from toyllora.claims.zeroinit._common import Units, draw_seeds, holm, interval_test, loglog_slope, opt_seeds
 from toyllora.config import LoraConfig
 from toyllora.conventions import DROPOUT_SITES
 from toyllora.data import teacher_student
@@ -18,179 +19,268 @@ from toyllora.theory import hessian as hess
 STATEMENT = ("At the zero-init start (B = 0) the loss landscape is degenerate (poorly conditioned), and it becomes "
              "more degenerate as the training set size n decreases (OpenReview version).")
 SOURCE = "paper"
-REDUCTIONS = ("mean", "sum")
-INITS = ("init_a", "init_b", "pissa")
-SITES = DROPOUT_SITES
+ZERO_INITS = ("init_a", "init_b")    # the starts with BA = 0 (the claimed cause)
+CONTROLS = ("pissa", "both")         # non-zero starts of the same adapter: the control that removes the cause
+FULL = "full"                        # full fine-tuning of ΔW: no factorization at all (the control for n)
+INITS = ZERO_INITS + CONTROLS + (FULL,)
+RTOL = 1e-12   # |λ| <= RTOL·max|λ| is zero: float64 eigenvalues of a closed form (rounding ~1e-16)
+MIN_GAP = 1e3  # a count is resolved when the smallest non-zero |λ| exceeds the largest "zero" by this factor
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    d_in: int = 8                # the base case (every sweep changes one setting of it)
-    d_out: int = 6
+    shapes: tuple = ((6, 10), (8, 8), (8, 6))   # (d_in, d_out): d_in < d_out, =, >
     rank: int = 2
-    n: int = 32
-    noise: float = 0.1           # label noise
+    noise: float = 0.1                           # label noise: rank(XᵀT) = min(n, d_in, d_out)
     shift_rank: int = 2
-    ns: tuple = (2, 4, 8, 16, 32, 64, 128)
-    init_scales: tuple = (0.01, 0.1, 1.0, 10.0)
-    residual_ranks: tuple = (1, 2, 4, 6)   # noiseless shift ranks
-    keeps: tuple = (0.9, 0.6)              # dropout keep probabilities, at every site
-    d_ins: tuple = (4, 16)
-    d_outs: tuple = (3, 12)
-    ranks: tuple = (1, 4)
+    ns: tuple = (2, 4, 8, 16, 32, 64)            # ascending; the last is the full-rank n of part (i)
+    units: Units = Units(draws=12, seeds=2)     # the effect varies by task draw: many draws (PiSSA has no seed)
+    keeps: tuple = (0.6,)                        # dropout side check at the last shape and n (every site)
 
 
-SETUP = Setup(full=Params(), fast=Params(ns=(2, 4, 8, 32), init_scales=(0.01, 1.0), residual_ranks=(1, 6),
-                                         keeps=(0.6,), d_ins=(), d_outs=(), ranks=()))
+SETUP = Setup(full=Params(), fast=Params(ns=(2, 64), units=Units(draws=2, seeds=2)))
 
 
 def rule(p: Params) -> str:
-    return (f"Exact Hessian by jax.hessian on the flattened (A, B) of the OLS toy (d_in {p.d_in}, d_out {p.d_out}, "
-            f"r {p.rank}, n {p.n}, label noise {fmt(p.noise)}, s = 1), eigenvalues counted as zero when "
-            "|λ| <= rtol·max|λ| (rtol 1e-5 in float32, 1e-9 in float64). (i) degenerate: the init_a Hessian has at "
-            "least one zero eigenvalue and more zero eigenvalues than the PiSSA start of the same task. (ii) more "
-            f"so as n decreases: over n in {fmt(p.ns)}, for the loss averaged AND summed over n, the zero count is "
-            "non-increasing in n and larger at the smallest n than at the largest. Supported if (i) and (ii); "
-            "partly supported if (i) only; not supported otherwise.")
+    u = p.units
+    shapes = ", ".join(f"{a}×{b}" for a, b in p.shapes)
+    return (f"Exact Hessian w.r.t. (A, B) at the start of the OLS toy (shapes d_in×d_out {shapes}: d_in < d_out, "
+            f"=, >; r {p.rank}, rank-{p.shift_rank} shift, label noise {fmt(p.noise)}, s = 1, mean loss), in "
+            f"closed form in float64 (hessian64, checked against jax.hessian in the tests), zero when "
+            f"|λ| <= {RTOL:g}·max|λ|; conditioning κ = max|λ|/min|λ| over the non-zero eigenvalues. Starts: the "
+            f"zero-product inits {fmt(list(ZERO_INITS))} (BA = 0) against the controls that remove the claimed "
+            f"cause, the non-zero starts {fmt(list(CONTROLS))} and, for n, full fine-tuning. Over n in {fmt(p.ns)}; "
+            f"{u.draws} task draws × {u.seeds} init seeds per master seed. (i-count) zero init singular: at the "
+            "largest n every zero init has more zero eigenvalues than every control, in every shape and unit. "
+            "(i-cond) poorly conditioned: at the largest n, the difference log κ(zero init) − log κ(control) for "
+            "every shape × zero init × control. (ii-count) more degenerate as n decreases: from the largest to "
+            "the smallest n the zero fraction (zeros / parameters) grows more for every zero init than for every "
+            "control and full fine-tuning, in every shape and unit. (ii-cond): the slope of log κ on log n, for "
+            "every zero init and shape, and its difference from every control's slope. The conditioning effects "
+            "vary from one task draw to the next, so they are judged on the population of draws: the t-interval "
+            "over the per-draw means, at level 1 − 0.05/k with k the part's comparisons (Bonferroni); the "
+            "sign-flip tests by unit (draws as groups, Holm within the part) are reported. (i-cond) holds if "
+            "every interval lies above 0 and fails if one lies below 0; (ii-cond) holds if every interval lies "
+            "below 0 (worse conditioning at smaller n, more so than the controls) and fails if a zero init's own "
+            "slope interval lies above 0; otherwise undecided. A count part fails when it does not hold (the "
+            "counts are exact). Supported if "
+            "all four parts hold; partly supported if at least one holds; inconclusive if none holds and a "
+            "conditioning part is undecided; not supported otherwise. Control: the non-zero starts (same shape, "
+            "n, data) and full fine-tuning.")
 
 
-def base_case(p: Params) -> dict:
-    """The keyword arguments of :func:`hessian_case` for the base case of ``p``."""
-    return dict(d_in=p.d_in, d_out=p.d_out, rank=p.rank, n=p.n, noise=p.noise, shift_rank=p.shift_rank)
+def _task(draw, d_in, d_out, n, p: Params):
+    return teacher_student(seed=draw, d_in=d_in, d_out=d_out, n_train=n, n_test=8, shift_rank=p.shift_rank,
+                           noise=p.noise)
 
 
-def hessian_case(seed, *, d_in=8, d_out=6, rank=2, n=32, noise=0.1, shift_rank=2, init="init_a",
-                 init_scale=None, reduction="mean", keep=1.0, site="bottleneck", eigs=False):
-    """The exact Hessian at the start of the OLS toy: inertia, conditioning and the closed-form prediction."""
-    t = teacher_student(seed=seed, d_in=d_in, d_out=d_out, n_train=n, n_test=8, shift_rank=shift_rank,
-                        noise=noise)
-    cfg = LoraConfig(rank=rank, alpha=float(rank), init=init, init_scale=init_scale)
-    frozen, p = lora.init(jax.random.key(seed), t.W0, cfg)
-    X, T = t.data.X, t.data.Y - t.data.X @ frozen.T
-    H = hess.hessian(p.A, p.B, X, T, s=cfg.s, reduction=reduction, keep=keep, site=site)
-    ev = np.linalg.eigvalsh(np.asarray(H, dtype=np.float64))
-    neg, zero, pos = hess.inertia(ev)
-    rank_tol = 100 * hess.default_rtol()
-    rho = hess.numerical_rank(np.asarray(X).T @ np.asarray(T), rank_tol)
-    out = {"d_in": d_in, "d_out": d_out, "rank": rank, "n": n, "noise": noise, "shift_rank": shift_rank,
-           "init": init, "init_scale": init_scale, "reduction": reduction, "keep": keep, "site": site,
-           "negative": neg, "zero": zero, "positive": pos, "params": int(ev.size),
-           "condition": hess.condition_number(ev), "max_abs_eig": float(np.abs(ev).max()),
-           "rank_g": rho}
-    predicted = None
+def _start(task, init, seed, rank):
+    cfg = LoraConfig(rank=rank, alpha=float(rank), init=init)
+    frozen, prm = lora.init(jax.random.key(seed), task.W0, cfg)
+    return (np.asarray(frozen, np.float64), np.asarray(prm.A, np.float64), np.asarray(prm.B, np.float64))
+
+
+def spectrum(task, init, start, *, rank, reduction="mean", keep=1.0, site="bottleneck"):
+    """Float64 eigenvalues of the Hessian at the start, with the closed-form checks where they exist."""
+    X = np.asarray(task.data.X, np.float64)
+    d_out = np.shape(task.W0)[0]
+    if init == FULL:
+        return hess.full_ft_spectrum(X, d_out, reduction=reduction), {}
+    frozen, A, B = start
+    T = np.asarray(task.data.Y, np.float64) - X @ frozen.T
+    ev = np.linalg.eigvalsh(hess.hessian64(A, B, X, T, reduction=reduction, keep=keep, site=site))
+    checks = {}
+    rho = hess.numerical_rank(X.T @ T)
     if init == "init_a":
-        m = hess.numerical_rank(np.asarray(X) @ np.asarray(p.A).T, rank_tol)
-        out["rank_m"] = m
-        predicted = hess.predicted_inertia(d_in=d_in, d_out=d_out, rank=rank, rank_g=rho, rank_m=m)
-        closed = hess.spectrum_at_zero(p.A, X, T, s=cfg.s, reduction=reduction, keep=keep, site=site)
-        out["closed_form_rel_error"] = float(np.linalg.norm(closed - ev) / np.linalg.norm(ev))
-        scale = np.abs(closed).max()
-        exact_nonzero = np.abs(closed)[np.abs(closed) > 1e-12 * scale]
-        # The smallest exactly-non-zero eigenvalue relative to the largest: below rtol the count cannot
-        # resolve it (numerically flat although not exactly zero, e.g. λ₋ ≈ −g²/(s²μ) at a large init scale).
-        out["min_nonzero_rel"] = float(exact_nonzero.min() / scale) if exact_nonzero.size else 0.0
-    elif init == "init_b" and hess.numerical_rank(X, rank_tol) == d_in and keep == 1.0:
-        m = hess.numerical_rank(p.B, rank_tol)
-        if m == rank:
-            predicted = hess.predicted_inertia(d_in=d_in, d_out=d_out, rank=rank, rank_g=rho, rank_m=m,
-                                               init="init_b")
-    if predicted is not None:
-        out["predicted"] = list(predicted)
-        out["formula_holds"] = bool(tuple(predicted) == (neg, zero, pos))
-    if eigs:
-        out["eigs"] = ev
-    return out
+        closed = hess.spectrum_at_zero(A, X, T, reduction=reduction, keep=keep, site=site)
+        checks["closed_form_rel_error"] = float(np.abs(closed - ev).max() / np.abs(ev).max())
+        if keep == 1.0:
+            pred = hess.predicted_inertia(d_in=X.shape[1], d_out=d_out, rank=rank, rank_g=rho,
+                                          rank_m=hess.numerical_rank(X @ A.T))
+            checks["formula_holds"] = tuple(pred) == hess.inertia(ev, RTOL)
+    elif init == "init_b" and keep == 1.0 and hess.numerical_rank(X) == X.shape[1] \
+            and hess.numerical_rank(B) == rank:
+        pred = hess.predicted_inertia(d_in=X.shape[1], d_out=d_out, rank=rank, rank_g=rho, rank_m=rank,
+                                      init="init_b")
+        checks["formula_holds"] = tuple(pred) == hess.inertia(ev, RTOL)
+    return ev, checks
 
 
-def _cases(obj):
-    """Every Hessian case (a dict with counts) nested in lists and dicts."""
-    if isinstance(obj, dict) and "negative" in obj:
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _cases(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _cases(v)
+def _key(shape):
+    return f"{shape[0]}x{shape[1]}"
 
 
 def measure(p: Params, seed: int) -> dict:
-    case = lambda **kw: hessian_case(seed, **{**base_case(p), **kw})
-    data = {"base": case(eigs=True)}
-    data["n_sweep"] = {red: [case(n=n, reduction=red, eigs=True) for n in p.ns] for red in REDUCTIONS}
-    data["n_sweep_noiseless"] = [case(n=n, noise=0.0) for n in p.ns]
-    data["by_init"] = {init: case(init=init) for init in INITS}
-    data["init_scale"] = [case(init_scale=v) for v in p.init_scales]
-    data["residual_rank"] = [case(noise=0.0, shift_rank=k) for k in p.residual_ranks]
-    data["dropout"] = [case(keep=q, site=st) for st in SITES for q in p.keeps]
-    for key, field, values in (("d_in", "d_in", p.d_ins), ("d_out", "d_out", p.d_outs), ("rank", "rank", p.ranks)):
-        if values:
-            data[key] = [case(**{field: v}) for v in values]
-    checked = list(_cases(data))
-    flags = [c["formula_holds"] for c in checked if "formula_holds" in c]
-    resolved = [c["formula_holds"] for c in checked
-                if "formula_holds" in c and c.get("min_nonzero_rel", 1.0) > hess.default_rtol()]
-    data["formula_checked"] = len(flags)
-    data["formula_holds_all"] = bool(all(flags))
-    data["formula_holds_all_resolved"] = bool(all(resolved))  # cases whose non-zero eigenvalues exceed rtol
-    data["formula_unresolved_cases"] = len(flags) - len(resolved)
-    errs = [c["closed_form_rel_error"] for c in checked if "closed_form_rel_error" in c]
-    data["closed_form_max_rel_error"] = float(max(errs))
-    return data
+    u = p.units
+    cases = {}       # shape → init → {"zero": (n, U), "condition": ..., ...}
+    checks = {"formula": [], "closed_form": [], "unresolved": 0, "sum_matches_mean": True}
+    for shape in p.shapes:
+        d_in, d_out = shape
+        res = {init: {f: np.zeros((len(p.ns), u.n)) for f in ("zero", "negative", "positive", "condition",
+                                                             "zero_gap", "params")} for init in INITS}
+        unit = 0
+        for d, ds in enumerate(draw_seeds(seed, u)):
+            base = _task(ds, d_in, d_out, p.ns[-1], p)          # W0 does not depend on n
+            for s in opt_seeds(seed, u, d):
+                starts = {init: _start(base, init, s, p.rank) for init in ZERO_INITS + CONTROLS}
+                for j, n in enumerate(p.ns):
+                    task = _task(ds, d_in, d_out, n, p)
+                    for init in INITS:
+                        ev, chk = spectrum(task, init, starts.get(init), rank=p.rank)
+                        sm = hess.spectrum_summary(ev, RTOL)
+                        for f in res[init]:
+                            res[init][f][j, unit] = sm[f]
+                        checks["unresolved"] += int(sm["zero_gap"] < MIN_GAP)
+                        if "formula_holds" in chk:
+                            checks["formula"].append(bool(chk["formula_holds"]))
+                        if "closed_form_rel_error" in chk:
+                            checks["closed_form"].append(chk["closed_form_rel_error"])
+                        if unit == 0 and init in ("init_a", "pissa"):   # the summed loss is n × the mean
+                            evs, _ = spectrum(task, init, starts.get(init), rank=p.rank, reduction="sum")
+                            ss = hess.spectrum_summary(evs, RTOL)
+                            checks["sum_matches_mean"] &= bool(
+                                (ss["negative"], ss["zero"], ss["positive"]) == (sm["negative"], sm["zero"],
+                                                                                 sm["positive"])
+                                and np.isclose(ss["condition"], sm["condition"], rtol=1e-6))
+                unit += 1
+        cases[_key(shape)] = res
+    out = {"ns": list(p.ns), "shapes": [_key(s) for s in p.shapes], "cases": {}}
+    for sk, res in cases.items():
+        out["cases"][sk] = {init: {"zero": r["zero"], "params": r["params"][0, 0],
+                                   "zero_fraction_median": np.median(r["zero"] / r["params"], 1),
+                                   "negative_median": np.median(r["negative"], 1),
+                                   "log10_condition_median": np.median(np.log10(r["condition"]), 1),
+                                   "log10_condition_q25": np.percentile(np.log10(r["condition"]), 25, axis=1),
+                                   "log10_condition_q75": np.percentile(np.log10(r["condition"]), 75, axis=1)}
+                            for init, r in res.items()}
+    # (i-count) and (ii-count): exact counts, every unit
+    i_count, ii_count = {}, {}
+    for sk, res in cases.items():
+        for z in ZERO_INITS:
+            zmax = res[z]["zero"][-1]
+            i_count[f"{sk}|{z}"] = {c: int(np.min(zmax - res[c]["zero"][-1])) for c in CONTROLS}
+            frac = lambda init: (res[init]["zero"][0] - res[init]["zero"][-1]) / res[init]["params"][0]
+            ii_count[f"{sk}|{z}"] = {c: float(np.min(frac(z) - frac(c))) for c in CONTROLS + (FULL,)}
+    out["i_count_min_excess"] = i_count         # min over units of zeros(zero init) − zeros(control), largest n
+    out["ii_count_min_excess"] = ii_count       # min over units of the growth of the zero fraction, minus control's
+    out["i_count"] = all(v > 0 for d in i_count.values() for v in d.values())
+    out["ii_count"] = all(v > 0 for d in ii_count.values() for v in d.values())
+    # (i-cond): log κ at the largest n, zero init − control
+    fam = {}
+    k = len(cases) * len(ZERO_INITS) * len(CONTROLS)
+    for sk, res in cases.items():
+        for z in ZERO_INITS:
+            for c in CONTROLS:
+                fam[f"{sk}|{z}-{c}"] = interval_test(np.log(res[z]["condition"][-1]) - np.log(res[c]["condition"][-1]),
+                                                     u, alpha=0.05 / k)
+    out["i_cond_tests"] = holm(fam)
+    # (ii-cond): slopes of log κ on log n (per unit), and their difference from the controls'
+    fam = {}
+    k = len(cases) * len(ZERO_INITS) * (1 + len(CONTROLS) + 1)
+    for sk, res in cases.items():
+        slope = {init: loglog_slope(p.ns, res[init]["condition"].T) for init in INITS}
+        out["cases"][sk]["slope_log_condition"] = {init: float(np.mean(v)) for init, v in slope.items()}
+        for z in ZERO_INITS:
+            fam[f"{sk}|{z}"] = interval_test(slope[z], u, alpha=0.05 / k)
+            for c in CONTROLS + (FULL,):
+                fam[f"{sk}|{z}-{c}"] = interval_test(slope[z] - slope[c], u, alpha=0.05 / k)
+    out["ii_cond_tests"] = holm(fam)
+    # the dropout side check (Step 7 of proofs/zeroinit_hessian.md): counts at the last shape and n
+    d_in, d_out = p.shapes[-1]
+    task = _task(draw_seeds(seed, u)[0], d_in, d_out, p.ns[-1], p)
+    st = _start(task, "init_a", opt_seeds(seed, u, 0)[0], p.rank)
+    side = {"none": hess.spectrum_summary(spectrum(task, "init_a", st, rank=p.rank)[0], RTOL)}
+    for site in DROPOUT_SITES:
+        for q in p.keeps:
+            ev, chk = spectrum(task, "init_a", st, rank=p.rank, keep=q, site=site)
+            checks["closed_form"].append(chk["closed_form_rel_error"])
+            side[f"{site}|{q:g}"] = hess.spectrum_summary(ev, RTOL)
+    out["dropout_side_check"] = {k: {f: v[f] for f in ("negative", "zero", "positive", "condition")}
+                                 for k, v in side.items()}
+    out["formula_checked"] = len(checks["formula"])
+    out["formula_holds_all"] = bool(all(checks["formula"]))
+    out["closed_form_max_rel_error"] = float(max(checks["closed_form"]))
+    out["unresolved_counts"] = checks["unresolved"]
+    out["sum_matches_mean"] = checks["sum_matches_mean"]
+    return out
+
+
+def parts(m: dict) -> dict:
+    """Each part's outcome: ``"holds"``, ``"fails"`` or ``"undecided"``."""
+    out = {"i_count": "holds" if m["i_count"] else "fails", "ii_count": "holds" if m["ii_count"] else "fails"}
+    t = m["i_cond_tests"].values()
+    out["i_cond"] = ("holds" if all(d["draw_lo"] > 0 for d in t) else
+                     "fails" if any(d["draw_hi"] < 0 for d in t) else "undecided")
+    t = m["ii_cond_tests"]
+    alone = [d for k, d in t.items() if "-" not in k.split("|")[1]]
+    out["ii_cond"] = ("holds" if all(d["draw_hi"] < 0 for d in t.values()) else
+                      "fails" if any(d["draw_lo"] > 0 for d in alone) else "undecided")
+    return out
 
 
 def verdict(m: dict) -> str:
-    a, pissa = m["by_init"]["init_a"], m["by_init"]["pissa"]
-    degenerate = a["zero"] >= 1 and a["zero"] > pissa["zero"]
-    grows = True
-    for red in REDUCTIONS:
-        zeros = [c["zero"] for c in m["n_sweep"][red]]
-        grows &= zeros[0] > zeros[-1] and all(x >= y for x, y in zip(zeros, zeros[1:]))
-    if degenerate and grows:
+    pt = parts(m).values()
+    if all(v == "holds" for v in pt):
         return "supported"
-    return "partly supported" if degenerate else "not supported"
+    if any(v == "holds" for v in pt):
+        return "partly supported"
+    return "inconclusive" if any(v == "undecided" for v in pt) else "not supported"
+
+
+STYLE = {"init_a": ("tab:red", "-"), "init_b": ("tab:orange", "-"), "pissa": ("tab:blue", "--"),
+         "both": ("tab:green", "--"), "full": ("k", ":")}
 
 
 def plot(record: dict):
-    """Eigenvalues of the exact Hessian at B = 0 against n, for the mean and the summed loss."""
-    data, p = record["measurements"], record["config"]["setup"]
-    fig, axes = figure(1, 2, figsize=(11, 4.6))
-    rtol = hess.default_rtol()
-    for ax, red in zip(axes, REDUCTIONS):
-        for c in data["n_sweep"][red]:
-            ev = np.asarray(c["eigs"], float)
-            colors = np.where(np.abs(ev) <= rtol * np.abs(ev).max(), "tab:gray",
-                              np.where(ev > 0, "tab:blue", "tab:red"))
-            jitter = np.linspace(-0.12, 0.12, ev.size)
-            ax.scatter(np.log2(c["n"]) + jitter, ev, c=colors, s=9)
-            ax.annotate(f"{c['negative']}/{c['zero']}/{c['positive']}", (np.log2(c["n"]), ev.max()),
-                        xytext=(0, 5), textcoords="offset points", fontsize=7, ha="center", va="bottom")
-        ax.set_yscale("symlog", linthresh=1e-4)
-        ax.set_xticks([np.log2(c["n"]) for c in data["n_sweep"][red]],
-                      [str(c["n"]) for c in data["n_sweep"][red]])
-        ax.set_xlabel("training set size n")
-        ax.set_title(f"loss {'averaged' if red == 'mean' else 'summed'} over n; labels: neg/zero/pos")
-        ax.margins(y=0.15)  # room for the count labels above the largest eigenvalue
-    axes[0].set_ylabel("Hessian eigenvalue (symlog)")
-    for col, lab in (("tab:red", "negative"), ("tab:gray", "zero (|λ| ≤ rtol·max|λ|)"), ("tab:blue", "positive")):
-        axes[1].scatter([], [], c=col, s=9, label=lab)
-    legend(axes[1])
-    fig.suptitle(f"Exact Hessian w.r.t. (A, B) at the LoRA start B = 0 (d_in {p['d_in']}, d_out {p['d_out']}, "
-                 f"r {p['rank']}, noise {p['noise']:g})")
+    """Zero fraction and conditioning of the Hessian at the start against n, per shape and start."""
+    data = record["measurements"]
+    ns = np.asarray(data["ns"], float)
+    shapes = data["shapes"]
+    fig, axes = figure(2, len(shapes), figsize=(4.6 * len(shapes), 7.4), sharex=True)
+    axes = np.asarray(axes).reshape(2, len(shapes))
+    for col, sk in enumerate(shapes):
+        for init, c in data["cases"][sk].items():
+            if init not in STYLE:
+                continue
+            color, ls = STYLE[init]
+            lab = {"full": "full fine-tuning"}.get(init, init)
+            axes[0, col].plot(ns, np.asarray(c["zero_fraction_median"], float), color=color, ls=ls, marker="o",
+                              ms=3, label=lab)
+            med = np.asarray(c["log10_condition_median"], float)
+            axes[1, col].plot(ns, med, color=color, ls=ls, marker="o", ms=3, label=lab)
+            axes[1, col].fill_between(ns, np.asarray(c["log10_condition_q25"], float),
+                                      np.asarray(c["log10_condition_q75"], float), color=color, alpha=0.12)
+        d_in, d_out = sk.split("x")
+        axes[0, col].set_title(f"d_in {d_in}, d_out {d_out}")
+        axes[1, col].set_xlabel("training set size n")
+        for ax in axes[:, col]:
+            ax.set_xscale("log", base=2)
+    axes[0, 0].set_ylabel("zero eigenvalues / parameters")
+    axes[1, 0].set_ylabel("log10 κ of the non-zero part")
+    legend(axes[0, -1])
+    pt = parts(data)
+    fig.suptitle("Hessian at the start (float64 closed form; median over draws × seeds, band: quartiles). "
+                 + ", ".join(f"{k} {v}" for k, v in pt.items()), fontsize=9)
     return fig
 
 
-def _case(zeros_mean=(8, 4, 4), zeros_sum=(8, 4, 4), a_zero=4, pissa_zero=0):
-    sweep = lambda zs: [{"zero": z} for z in zs]
-    return {"by_init": {"init_a": {"zero": a_zero}, "pissa": {"zero": pissa_zero}},
-            "n_sweep": {"mean": sweep(zeros_mean), "sum": sweep(zeros_sum)}}
+def _case(i_count=True, ii_count=False, i_cond=(1, 1), ii_alone=(1, 1), ii_diff=(1, 1)):
+    """Each comparison as +1 (its draw interval above 0), −1 (below 0) or 0 (across 0)."""
+    iv = {1: (0.1, 2.0), -1: (-2.0, -0.1), 0: (-1.0, 1.0)}
+    t = lambda wins, keys: {k: {"draw_lo": iv[w][0], "draw_hi": iv[w][1]} for k, w in zip(keys, wins)}
+    return {"i_count": i_count, "ii_count": ii_count,
+            "i_cond_tests": t(i_cond, ("8x6|init_a-pissa", "8x6|init_b-pissa")),
+            "ii_cond_tests": {**t(ii_alone, ("8x6|init_a", "8x6|init_b")),
+                              **t(ii_diff, ("8x6|init_a-pissa", "8x6|init_a-full"))}}
 
 
 VERDICT_EXAMPLES = [
-    (_case(), "supported"),
-    (_case(a_zero=1, pissa_zero=0), "supported"),                 # one zero eigenvalue is enough
-    (_case(zeros_mean=(4, 4, 4)), "partly supported"),           # not larger at the smallest n
-    (_case(zeros_sum=(8, 3, 4)), "partly supported"),            # the summed loss's count is not monotone
-    (_case(a_zero=0, pissa_zero=0), "not supported"),            # no zero eigenvalue
-    (_case(a_zero=2, pissa_zero=2), "not supported"),            # no more degenerate than PiSSA
+    (_case(True, True, (1, 1), (-1, -1), (-1, -1)), "supported"),                   # every part holds
+    (_case(False, False, (1, 1), (1, 1), (1, 1)), "partly supported"),              # worse conditioned only
+    (_case(True, False, (0, 1), (0, 0), (0, 0)), "partly supported"),               # singular only
+    (_case(False, True, (-1, 1), (1, 0), (0, 0)), "partly supported"),              # zero growth only
+    (_case(False, False, (0, 1), (1, 1), (0, 0)), "inconclusive"),                  # i-cond undecided
+    (_case(False, False, (1, -1), (0, 0), (-1, -1)), "inconclusive"),               # ii-cond undecided
+    (_case(False, False, (-1, 1), (1, 0), (0, 0)), "not supported"),                # every part fails
+    (_case(False, False, (1, -1), (0, 1), (-1, -1)), "not supported"),              # a positive slope refutes
 ]

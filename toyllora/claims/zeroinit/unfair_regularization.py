@@ -1,4 +1,4 @@
-"""zeroinit.unfair-regularization: across drop rates the final ||B|| moves far more than the final ||A|| (Fig. 3)."""
+"""zeroinit.unfair-regularization: dropout decays B far more than A (across drop rates, Fig. 3)."""
 
 from __future__ import annotations
 
@@ -7,114 +7,169 @@ import dataclasses
 import numpy as np
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.zeroinit._common import Toy, learned, run_methods, toy_task
+from toyllora.claims.zeroinit._common import (BASE, SITE_CODES, DropoutRuns, Units, dropout_name, dropout_runs,
+                                              interval_test)
 from toyllora.plotting import figure, legend
-from toyllora.theory import dynamics
 
-STATEMENT = ("Dropout regularizes the two factors unfairly: across drop rates the final ||A|| moves by about 30 % "
+STATEMENT = ("Dropout regularizes the two factors unfairly: its penalty decays A with the weight ||B_k||² (zero at "
+             "the start) and B with ||X A_kᵀ||² (large), so across drop rates the final ||A|| moves by about 30 % "
              "while the final ||B|| moves by more than 500 % (Fig. 3).")
 SOURCE = "paper"
-SITE_CODES = {"input": 0.0, "bottleneck": 1.0}  # dynamics.Rule.site
-PAPER = {"spread_A": 0.30, "spread_B": 5.0}      # the paper's Fig. 3, as relative spreads
-MIN_SPREAD_B = 5.0   # the verdict: spread(B) >= this (500 %) ...
-MIN_RATIO = 3.0      # ... and spread(B) >= this × spread(A), at every site
+PAPER = {"spread_A": 0.30, "spread_B": 5.0}   # the paper's Fig. 3, as relative spreads
+UNFAIR_RATIO = 2.0   # unfair: across drop rates ||B||² moves by more than this × what ||A||² moves
+UNFAIR = (UNFAIR_RATIO - 1.0) / (UNFAIR_RATIO + 1.0)   # the same threshold on D = (|ΔB²| − |ΔA²|)/(|ΔA²| + |ΔB²|)
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    toy: Toy = Toy()
-    seeds: int = 5                               # optimization seeds master_seed, master_seed + 1, ...
-    steps: int = 1000
-    stride: int = 2
-    lr: float = 0.01                             # Adam
-    drop_rates: tuple = (0.0, 0.1, 0.2, 0.3, 0.4)
+    runs: DropoutRuns = DropoutRuns()
 
 
-SETUP = Setup(full=Params(), fast=Params(seeds=2, drop_rates=(0.0, 0.2, 0.4)))
+SETUP = Setup(full=Params(), fast=Params(runs=DropoutRuns(units=Units(draws=2, seeds=2), steps=400,
+                                                          drop_rates=(0.4,))))
+
+
+def _optimizers(r: DropoutRuns):
+    """``(label, opt, lr, record index)``: SGD read at the same flow time lr·t = lr_half·steps, Adam at the end."""
+    t_half = int(round(r.steps * r.lr_half / r.lr / r.stride))
+    return (("SGD lr " + f"{r.lr:g}", "SGD", r.lr, t_half), ("SGD lr " + f"{r.lr_half:g}", "SGD", r.lr_half, -1),
+            ("Adam lr " + f"{r.adam_lr:g}", "Adam", r.adam_lr, -1))
 
 
 def rule(p: Params) -> str:
-    return (f"Two-factor toy, kaiming A and B = 0, Adam lr {fmt(p.lr)}, {p.steps} steps with sampled inverted-dropout "
-            f"masks, drop rates {fmt(p.drop_rates)}, {p.seeds} seeds, {' and '.join(SITE_CODES)} dropout. Relative "
-            "spread = (max − min)/min over drop rates of the seed-mean final norm. Supported if at both sites "
-            f"spread(B) >= {fmt(MIN_SPREAD_B)} ({100 * MIN_SPREAD_B:.0f} %) and spread(B) >= {fmt(MIN_RATIO)} × "
-            "spread(A); partly supported if spread(B) > spread(A) at one site or more; not supported otherwise.")
+    r, u = p.runs, p.runs.units
+    k = 3 * len(SITE_CODES)
+    return (f"Base toy, LoRA (A random, B = 0), sampled inverted-dropout masks at the input (PEFT) and the "
+            f"bottleneck, drop rates 0 (the control) and {fmt(r.drop_rates)}, {u.draws} task draws × {u.seeds} "
+            f"seeds per master seed, {r.steps} steps; under SGD at lr {fmt(r.lr)} and {fmt(r.lr_half)} (read at "
+            f"the same flow time lr·t = {fmt(r.lr_half * r.steps)}) and under Adam lr {fmt(r.adam_lr)} (the old "
+            "record's optimizer; read at the end). The paper's mechanism (unequal decay weights) predicts that "
+            "dropout shrinks ||B||² more than ||A||²; the gradient flow of any loss of BA whose dropout penalty is "
+            "invariant under A_k → cA_k, B_k → B_k/c (input and bottleneck, sampled or expected) conserves "
+            "diag(AAᵀ − BᵀB), i.e. Δ||A_k||² = Δ||B_k||² — the control is that law, whose discrete drift halves "
+            f"with lr. Per unit, with ΔA² = ||A||²(rate {fmt(max(r.drop_rates))}) − ||A||²(0) and ΔB² likewise "
+            "(Frobenius, paired by unit: same task, same A), the scale-free D = (|ΔB²| − |ΔA²|) / (|ΔA²| + |ΔB²|) "
+            f"∈ [−1, 1] (0: the law; {UNFAIR:.3g}: B's squared norm moves {fmt(UNFAIR_RATIO)} × A's); its mean and "
+            f"t-interval over units (draws as groups) at level 1 − 0.05/{k} (Bonferroni over the {k} cells, "
+            f"optimizer × site). A cell is unfair if the interval's lower end is > {UNFAIR:.3g}, fair if its upper "
+            f"end is < {UNFAIR:.3g}. "
+            "The mechanism is a property of the penalty, so the SGD cells (the flow limit, at two step sizes) "
+            "decide: supported if every SGD cell is unfair; partly supported if some SGD cell is, or if every "
+            "SGD cell is fair but an Adam cell is unfair (an optimizer effect: Adam breaks the law); not "
+            "supported if every SGD cell is fair and no Adam cell is unfair; inconclusive otherwise. The paper's statistic (relative spread of the final norms across "
+            "drop rates) and the spread of ||B|| the law predicts from ||A|| are reported. Control: no dropout "
+            "on the same unit (drop rate 0) and the conservation law's D = 0, whose drift halves with lr.")
+
+
+def _norms(run, t):
+    return np.sum(run["A"][:, t] ** 2, axis=(-2, -1)), np.sum(run["B"][:, t] ** 2, axis=(-2, -1))
 
 
 def measure(p: Params, seed: int) -> dict:
-    task = toy_task(p.toy, seed)
-    seeds = list(range(seed, seed + p.seeds))
-    methods = [(f"{site}|{d:g}", "init_a", dynamics.Rule(lr=p.lr, adam=1.0, keep=1.0 - d, site=code))
-               for site, code in SITE_CODES.items() for d in p.drop_rates]
-    runs, steps = run_methods(task, methods, seeds, rank=p.toy.rank, steps=p.steps, stride=p.stride)
-    out = {"drop_rates": list(p.drop_rates), "sites": {}}
-    for site in SITE_CODES:
-        rec = {"norm_A_mean": [], "norm_A_std": [], "norm_B_mean": [], "norm_B_std": [], "norm_BA_mean": []}
-        for d in p.drop_rates:
-            run = runs[f"{site}|{d:g}"]
-            nA = np.linalg.norm(run["A"][:, -1], axis=(-2, -1))
-            nB = np.linalg.norm(run["B"][:, -1], axis=(-2, -1))
-            rec["norm_A_mean"].append(float(nA.mean())), rec["norm_A_std"].append(float(nA.std(ddof=1)))
-            rec["norm_B_mean"].append(float(nB.mean())), rec["norm_B_std"].append(float(nB.std(ddof=1)))
-            rec["norm_BA_mean"].append(float(np.linalg.norm(learned(run, task)[:, -1], axis=(-2, -1)).mean()))
-        for f in ("A", "B"):
-            v = np.asarray(rec[f"norm_{f}_mean"])
-            rec[f"spread_{f}"] = float((v.max() - v.min()) / v.min())
-        out["sites"][site] = rec
-    out["paper"] = dict(PAPER)
+    r = p.runs
+    u = r.units
+    runs, steps = dropout_runs(r, seed)
+    k = 3 * len(SITE_CODES)
+    top = max(r.drop_rates)
+    out = {"drop_rates": [0.0] + list(r.drop_rates), "cells": {}, "paper": dict(PAPER)}
+    for label, opt, lr, t in _optimizers(r):
+        run0 = runs[(BASE.name, dropout_name(opt, lr))]
+        a0, b0 = _norms(run0, t)
+        astart = np.sum(run0["A"][:, 0] ** 2, axis=(-2, -1))
+        for site in SITE_CODES:
+            a, b = _norms(runs[(BASE.name, dropout_name(opt, lr, site, top))], t)
+            dA2, dB2 = np.abs(a - a0), np.abs(b - b0)
+            D = (dB2 - dA2) / (dA2 + dB2)
+            R = (b - b0) / (a - a0)
+            # the old statistic: relative spread of the mean final norm over drop rates (0, rates)
+            nA, nB, law = [], [], []
+            for d in [0.0] + list(r.drop_rates):
+                run = runs[(BASE.name, dropout_name(opt, lr, site, d))]
+                ad, bd = _norms(run, t)
+                nA.append(float(np.mean(np.sqrt(ad)))), nB.append(float(np.mean(np.sqrt(bd))))
+                law.append(float(np.mean(np.sqrt(np.maximum(ad - astart, 0.0)))))   # ||B||² = ||A||² − ||A0||²
+            spread = lambda v: float((max(v) - min(v)) / min(v))
+            out["cells"][f"{label}|{site}"] = {
+                "optimizer": opt, "lr": lr, "record": t, "site": site,
+                "delta_A2": a - a0, "delta_B2": b - b0, "D": interval_test(D, u, alpha=0.05 / k),
+                "R_median": float(np.median(R)),
+                "law_violation": float(np.median(np.abs((b - b0) - (a - a0)) / (np.abs(a - a0) + np.abs(b - b0)))),
+                "norm_A_mean": nA, "norm_B_mean": nB, "norm_B_law": law,
+                "spread_A": spread(nA), "spread_B": spread(nB), "spread_B_law": spread(law)}
     return out
 
 
-def _ge(a, b) -> bool:
-    """``a >= b``, False when either is None (NaN as recorded), as the comparison of NaNs is."""
-    return a is not None and b is not None and a >= b
-
-
-def _gt(a, b) -> bool:
-    return a is not None and b is not None and a > b
+def cell_outcome(c: dict) -> str:
+    d = c["D"]
+    if d["lo"] is not None and d["lo"] > UNFAIR:
+        return "unfair"
+    return "fair" if d["hi"] is not None and d["hi"] < UNFAIR else "undecided"
 
 
 def verdict(m: dict) -> str:
-    s = m["sites"].values()
-    strong = all(_ge(v["spread_B"], MIN_SPREAD_B) and v["spread_A"] is not None
-                 and _ge(v["spread_B"], MIN_RATIO * v["spread_A"]) for v in s)
-    direction = any(_gt(v["spread_B"], v["spread_A"]) for v in s)
-    return "supported" if strong else "partly supported" if direction else "not supported"
+    out = {k: cell_outcome(c) for k, c in m["cells"].items()}
+    sgd = [o for k, o in out.items() if m["cells"][k]["optimizer"] == "SGD"]
+    adam = [o for k, o in out.items() if m["cells"][k]["optimizer"] != "SGD"]
+    if sgd and all(o == "unfair" for o in sgd):
+        return "supported"
+    all_fair = bool(sgd) and all(o == "fair" for o in sgd)
+    if "unfair" in sgd or (all_fair and "unfair" in adam):
+        return "partly supported"
+    return "not supported" if all_fair else "inconclusive"
 
 
 def plot(record: dict):
-    """Final ||A|| and ||B|| against the drop rate, per dropout site (mean ± std over seeds)."""
+    """D per cell (the law: 0), and the final norms across drop rates with the law's ||B||."""
     data = record["measurements"]
-    fig, axes = figure(1, 2, figsize=(11, 4.2), sharey=True)
-    p = np.asarray(data["drop_rates"])
-    for ax, (site, rec) in zip(axes, data["sites"].items()):
-        for f, col in (("A", "tab:blue"), ("B", "tab:orange")):
-            ax.errorbar(p, np.asarray(rec[f"norm_{f}_mean"], float), yerr=np.asarray(rec[f"norm_{f}_std"], float),
-                        marker="o", capsize=3, color=col,
-                        label=f"||{f}||_F (spread {100 * rec[f'spread_{f}']:.0f} %)")
-        ax.set_xlabel("drop rate 1 − q")
-        ax.set_title(f"{site} dropout")
-        legend(ax, "below")
-    axes[0].set_ylabel("final Frobenius norm")
+    fig, axes = figure(1, 3, figsize=(16, 5.0))
+    ax = axes[0]
+    keys = list(data["cells"])
+    for i, key in enumerate(keys):
+        d = data["cells"][key]["D"]
+        ax.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                    color="tab:purple" if key.startswith("Adam") else "tab:blue")
+    ax.axvline(0.0, color="k", lw=0.6, label="conservation law: |ΔB²| = |ΔA²|")
+    ax.axvline(UNFAIR, color="k", ls=":", lw=0.8, label=f"'unfair': |ΔB²| = {UNFAIR_RATIO:g} |ΔA²|")
+    ax.set_yticks(range(len(keys)), [k.replace("|", ", ") for k in keys], fontsize=8)
+    ax.set_xlabel("D = (|Δ||B||²| − |Δ||A||²|) / (|Δ||A||²| + |Δ||B||²|), largest drop rate vs none")
+    legend(ax, "below", fontsize=8)
+    rates = np.asarray(data["drop_rates"], float)
+    for ax, site in zip(axes[1:], SITE_CODES):
+        for key, c in data["cells"].items():
+            if c["site"] != site or c["record"] != -1:   # final norms only (SGD at lr_half, Adam)
+                continue
+            lab = key.split("|")[0]
+            line, = ax.plot(rates, c["norm_A_mean"], "o-", label=f"||A|| {lab} (spread {100 * c['spread_A']:.0f} %)")
+            ax.plot(rates, c["norm_B_mean"], "s--", color=line.get_color(),
+                    label=f"||B|| {lab} (spread {100 * c['spread_B']:.0f} %)")
+            ax.plot(rates, c["norm_B_law"], "x:", color=line.get_color(), label=f"law's ||B|| {lab}")
+        ax.set_xlabel("drop rate")
+        ax.set_ylabel("final Frobenius norm (mean over units)")
+        ax.set_title(f"{site} dropout", fontsize=9)
+        legend(ax, "below", fontsize=7)
     paper = data["paper"]
-    fig.suptitle(f"Final factor norms across drop rates (paper, Fig. 3: ~{100 * paper['spread_A']:.0f} % for A, "
-                 f"> {100 * paper['spread_B']:.0f} % for B); Adam, mean ± std over seeds", fontsize=9)
+    fig.suptitle(f"Does dropout decay B more than A? (paper, Fig. 3: spreads ~{100 * paper['spread_A']:.0f} % for "
+                 f"A, > {100 * paper['spread_B']:.0f} % for B)", fontsize=10)
     return fig
 
 
-def _case(a, b, a2=None, b2=None):
-    a2, b2 = (a if a2 is None else a2), (b if b2 is None else b2)
-    return {"sites": {"input": {"spread_A": a, "spread_B": b}, "bottleneck": {"spread_A": a2, "spread_B": b2}}}
+def _cell(opt, lo, hi):
+    return {"optimizer": opt, "D": {"lo": lo, "hi": hi, "mean": (lo + hi) / 2}}
+
+
+def _case(sgd=(-0.05, 0.05), adam=(-0.05, 0.05)):
+    return {"cells": {"SGD lr 0.1|input": _cell("SGD", *sgd), "SGD lr 0.05|bottleneck": _cell("SGD", *sgd),
+                      "Adam lr 0.01|input": _cell("Adam", *adam)}}
 
 
 VERDICT_EXAMPLES = [
-    (_case(0.3, 6.0), "supported"),
-    (_case(0.3, 5.0, 2.0, 6.0), "supported"),            # 5 (500 %) and exactly 3 × spread(A) count (>=)
-    (_case(0.3, 4.99), "partly supported"),              # just below 500 %
-    (_case(2.0, 5.99), "partly supported"),              # just below 3 × spread(A)
-    (_case(0.5, 6.0, 0.5, 0.3), "partly supported"),     # strong at one site only
-    (_case(0.2, 0.45), "partly supported"),
-    (_case(0.5, 0.3), "not supported"),
-    (_case(0.5, 0.5), "not supported"),                  # equal spreads: not B > A
-    (_case(None, None), "not supported"),                # NaN spreads (diverged runs)
+    (_case(sgd=(0.4, 0.6)), "supported"),
+    (_case(adam=(0.34, 0.5)), "partly supported"),                   # unfair under Adam only
+    ({"cells": {"SGD lr 0.1|input": _cell("SGD", 0.4, 0.5), "SGD lr 0.1|bottleneck": _cell("SGD", 0.0, 0.1)}},
+     "partly supported"),                                            # unfair at one site only
+    (_case(adam=(-0.5, 0.33)), "not supported"),
+    (_case(adam=(-0.5, 0.9)), "not supported"),                      # an undecided Adam cell cannot upgrade
+    (_case(sgd=(0.2, 1.0 / 3.0)), "inconclusive"),                   # 1/3 is not below 1/3
+    (_case(sgd=(0.2, 0.5), adam=(0.4, 0.6)), "inconclusive"),        # SGD undecided: Adam cannot decide
+    (_case(sgd=(1.0 / 3.0, 0.5)), "inconclusive"),                   # 1/3 is not above 1/3
 ]
