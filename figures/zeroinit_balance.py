@@ -1,4 +1,4 @@
-"""zeroinit.balance: Relative drift of AAᵀ − BᵀB against steps, one line per method (median over seeds).
+"""zeroinit.balance: Violation of each method's own conserved quantity against flow time, and at equal flow time against lr.
 
 Command: ``python figures/zeroinit_balance.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only zeroinit.balance``).

@@ -1,4 +1,4 @@
-"""zeroinit.dropout-escape: Escape step against drop rate for each site and mode (median and interquartile range over seeds).
+"""zeroinit.dropout-escape: Escape ratios (own target and absolute level) per cell, and the learned fraction on the plateau toy.
 
 Command: ``python figures/zeroinit_dropout_escape.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only zeroinit.dropout-escape``).

@@ -1,4 +1,4 @@
-"""zeroinit.escape-time: Learned fraction of the target against steps: SGD and Adam panels; aligned runs with the exact flow.
+"""zeroinit.escape-time: Learned fraction against steps per toy and optimizer (median over units), and the escape ratios.
 
 Command: ``python figures/zeroinit_escape_time.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only zeroinit.escape-time``).

@@ -1,4 +1,4 @@
-"""zeroinit.hessian: Eigenvalues of the exact Hessian at B = 0 against n, for the mean and the summed loss.
+"""zeroinit.hessian: Zero fraction and conditioning of the Hessian at the start against n, per shape and start.
 
 Command: ``python figures/zeroinit_hessian.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only zeroinit.hessian``).

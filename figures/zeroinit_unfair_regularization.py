@@ -1,4 +1,4 @@
-"""zeroinit.unfair-regularization: Final ||A|| and ||B|| against the drop rate, per dropout site (mean ± std over seeds).
+"""zeroinit.unfair-regularization: D per cell (the law: 0), and the final norms across drop rates with the law's ||B||.
 
 Command: ``python figures/zeroinit_unfair_regularization.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only zeroinit.unfair-regularization``).
