@@ -248,6 +248,22 @@ def test_scale_only_rescales_the_hessian_at_a_fixed_function(seed, s):
     assert np.max(np.abs(ripple.coupling(H_s)[0] - ripple.coupling(H_1)[0])) < tol(f32=1e-4, f64=1e-10)
 
 
+@settings(max_examples=4)
+@given(seed=SEEDS, s=st.sampled_from([0.25, 3.0, 16.0]))
+def test_lora_factorization_reweights_the_hessian_at_a_fixed_function(seed, s):
+    """With A fixed and B/s (the same function as (A, B) at s = 1), the Hessian is D H_1 D, D = diag(1 on A,
+    s on B): s only re-weights A's and B's coordinates."""
+    L, d, r = 2, 4, 1
+    Ws, As, Bs = ripple.network(seed, "random", L, d, r, 0.3)
+    X = jax.random.normal(jax.random.key(seed), (8, d), Ws.dtype)
+    Y = jax.random.normal(jax.random.key(seed + 1), (8, d), Ws.dtype)
+    hess = jax.jit(jax.hessian(lambda A, B, s: ripple.regression_loss(Ws, A, B, X, Y, s), argnums=(0, 1)))
+    H_s, H_1 = hess(As, Bs / s, s), hess(As, Bs, 1.0)
+    weight = {(0, 0): 1.0, (0, 1): s, (1, 0): s, (1, 1): s * s}
+    for (i, j), w in weight.items():
+        assert rel_error(H_s[i][j], w * H_1[i][j]) < tol(f32=2e-4, f64=1e-10)
+
+
 def test_identity_padding_keeps_the_hessian_of_the_real_layers():
     d, r = 4, 2
     Ws, As, Bs = ripple.network(3, "random", 2, d, r, 0.3)

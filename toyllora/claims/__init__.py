@@ -63,6 +63,7 @@ CLAIMS = (
     "ripple.bound",
     "ripple.normalization",
     "ripple.coupling",
+    "ripple.hurts",
     "ripple.performance",
     "allora.input-gradient",
     "allora.vs-lora",

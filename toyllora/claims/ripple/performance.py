@@ -6,95 +6,86 @@ from __future__ import annotations
 import dataclasses
 
 from toyllora.claims import Setup, fmt
-from toyllora.claims.ripple._common import FAST_FINETUNE, Finetune, compare, finetune_data, plot_finetune
+from toyllora.claims.ripple._common import (ALLORA, FAST_TOY, Toy, compare_methods, count, diff_rows,
+                                            holm_counting_edges, lora_name, plot_scores, points_table, toy_text)
 from toyllora.conventions import DEFAULT_ETA
 
 STATEMENT = ("ALLoRA fixes (mitigates) the ripple effect of the scaling factor: on a deep multilinear fine-tuning "
              "task, with every method's learning rate tuned, ALLoRA reaches a loss at least as low as LoRA at every "
              "alpha (and at s = 1), and beats it at depth.")
 SOURCE = "paper"
-Z = 2.0  # the verdict: ALLoRA wins a cell if z > Z, loses it if z < −Z
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    finetune: Finetune = Finetune()
-    methods: tuple = ("LoRA s=0.25", "LoRA s=1", "LoRA s=4", "LoRA s=16", "ALLoRA")
-    note: str = ""
+    toy: Toy = Toy()
 
 
-SETUP = Setup(full=Params(), fast=Params(
-    finetune=FAST_FINETUNE, methods=("LoRA s=16", "ALLoRA"),
-    note="fast mode is a smoke test: one depth (L = 2) and only LoRA s = 16 against ALLoRA; the verdict of record "
-         "is the full mode (four LoRA scales, three depths)"))
+SETUP = Setup(full=Params(), fast=Params(toy=FAST_TOY))
 
 
 def rule(p: Params) -> str:
-    f = p.finetune
-    scales = [m[len("LoRA s="):] for m in p.methods if m.startswith("LoRA s=")]
-    return (f"Task data.deep_teacher (gaussian base, width {f.d}, n = {f.n_train}, every layer shifted by a "
-            f"rank-{f.shift_rank} matrix of norm {fmt(f.shift)}), rank {f.rank}, Adam, full batch, depths L in "
-            f"{fmt(f.depths)}; methods LoRA with s in {{{', '.join(scales)}}} and ALLoRA (eta = {fmt(DEFAULT_ETA)}); "
-            f"each method's lr tuned on the grid 2^{f.log2_lrs[0]}..2^{f.log2_lrs[-1]} (one Trainer.sweep per method "
-            f"and depth, {f.n_seeds} seeds) for each budget ({f.short} and {f.long} steps) by mean train loss. Each "
-            "(depth, budget, LoRA variant) cell: z = (LoRA mean − ALLoRA mean)/sqrt(se² + se²); ALLoRA wins if "
-            f"z > {fmt(Z)}, loses if z < −{fmt(Z)}. supported: no losses and wins in at least half of the cells at "
-            "the largest depth; not supported: losses >= wins (and at least one loss); inconclusive: no wins and "
-            "no losses; partly supported otherwise.")
+    t = p.toy
+    n = len(t.tasks) * len(t.depths) * 2 * 2 * len(t.scales)
+    return (f"{toy_text(t)}. Methods: LoRA with s in {fmt(t.scales)} (no dropout) and ALLoRA (eta = "
+            f"{fmt(DEFAULT_ETA)}, s = 1), the same tuning runs for each. Each (task, depth, optimizer, budget, LoRA "
+            "s) cell: the paired difference of test points ALLoRA − LoRA (paired by draw and seed), exact sign-flip "
+            f"test with draws as groups (a win needs every draw to agree), Holm over all {n} cells; a cell where "
+            "either pick still sits at a grid edge counts for neither side. Control: LoRA at s = 1 (no scaling "
+            "factor, so no ripple of s to fix) among the arms, the same tuning runs for every arm and fresh test "
+            "seeds, so that an arm only luckier on its tuning seeds cannot win. "
+            f"Two parts: (ii) better at depth — the ripple fixed: wins in at least half of the comparable cells at "
+            f"the largest depth (L = {max(t.depths)}); (i) at least as good everywhere: no losses. supported: (ii) "
+            "and (i); partly supported: (ii) with losses; not supported: not (ii); inconclusive: fewer than half of "
+            "the cells at the largest depth are comparable (the rest at a grid edge).")
 
 
 def measure(p: Params, seed: int) -> dict:
-    out = finetune_data(p.finetune, seed, p.methods)
-    cells, wins, losses = [], 0, 0
-    for L in out["depths"]:
-        for bname in out["budgets"]:
-            a = out["results"][f"ALLoRA|L={L}|{bname}"]
-            for m in out["methods"]:
-                if m == "ALLoRA":
-                    continue
-                z = compare(a, out["results"][f"{m}|L={L}|{bname}"])
-                cells.append({"depth": L, "budget": bname, "vs": m, "z": z})
-                wins += int(z > Z)
-                losses += int(z < -Z)
-    out["comparisons"] = cells
-    out["wins"], out["losses"], out["n_cells"] = wins, losses, len(cells)
-    Lmax = max(out["depths"])
-    out["wins_at_Lmax"] = sum(1 for c in cells if c["depth"] == Lmax and c["z"] > Z)
-    out["cells_at_Lmax"] = sum(1 for c in cells if c["depth"] == Lmax)
-    # the ripple itself: spread of LoRA's tuned loss over s at each depth and budget
-    out["lora_spread"] = {}
-    for L in out["depths"]:
-        for bname in out["budgets"]:
-            vals = [out["results"][f"{m}|L={L}|{bname}"]["mean"] for m in out["methods"] if m.startswith("LoRA")]
-            vals = [v for v in vals if v is not None]
-            out["lora_spread"][f"L={L}|{bname}"] = float(max(vals) / max(min(vals), 1e-300)) if vals else None
+    t = p.toy
+    methods = t.methods()
+    diffs = []
+    for s in t.scales:
+        diffs += compare_methods(ALLORA, lora_name(s), seed, t)
+    diffs = holm_counting_edges(diffs)
+    Lmax = max(t.depths)
+    out = {"depths": list(t.depths), "tasks": list(t.tasks), "scales": list(t.scales), "methods": list(methods),
+           "diffs": diffs, **count(diffs), "at_Lmax": count(diffs, depth=Lmax),
+           "per_s": {lora_name(s): count(diffs, b=lora_name(s)) for s in t.scales},
+           "per_optimizer": {o: count(diffs, optimizer=o) for o in ("sgd", "adam")},
+           "per_task": {k: count(diffs, task=k) for k in t.tasks}}
+    out["points"], out["edge"] = points_table(methods, seed, t)
+    out["table_md"] = diff_rows(diffs)
     return out
 
 
 def verdict(m: dict) -> str:
-    if m["losses"] == 0 and m["wins"] == 0:
+    top = m["at_Lmax"]
+    comparable = top["n"] - top["at_edge"]
+    if 2 * comparable < top["n"]:
         return "inconclusive"
-    if m["losses"] == 0 and m["wins_at_Lmax"] * 2 >= m["cells_at_Lmax"]:
-        return "supported"
-    if m["losses"] >= m["wins"]:
+    if 2 * top["wins"] < comparable:
         return "not supported"
-    return "partly supported"
+    return "supported" if m["losses"] == 0 else "partly supported"
 
 
 def plot(record: dict):
-    """Tuned loss (relative to the base model) against depth, short and long budget, mean ± std over seeds."""
-    return plot_finetune(record["measurements"])
+    """Test loss left (100 − points) against depth, every LoRA s and ALLoRA, per task and budget."""
+    d = record["measurements"]
+    return plot_scores(d, d["methods"], "ALLoRA vs LoRA at every s: tuned on validation, scored on fresh seeds")
 
 
-def _case(wins, losses, wins_at_max, cells_at_max=4):
-    return {"wins": wins, "losses": losses, "wins_at_Lmax": wins_at_max, "cells_at_Lmax": cells_at_max}
+def _case(wins, losses, wins_top, n_top=16, edge_top=0):
+    return {"wins": wins, "losses": losses, "at_Lmax": {"n": n_top, "wins": wins_top, "losses": 0,
+                                                         "at_edge": edge_top}}
 
 
 VERDICT_EXAMPLES = [
-    (_case(0, 0, 0), "inconclusive"),
-    (_case(4, 0, 2), "supported"),             # exactly half of the cells at the largest depth
-    (_case(3, 0, 1), "partly supported"),      # just under half
-    (_case(1, 1, 0), "not supported"),         # losses = wins
-    (_case(1, 2, 1), "not supported"),
-    (_case(3, 1, 2), "partly supported"),      # a loss, fewer than the wins
+    (_case(8, 0, 8), "supported"),                   # exactly half of the cells at the largest depth, no loss
+    (_case(8, 0, 6, edge_top=4), "supported"),       # half of the 12 comparable cells (4 at an edge)
+    (_case(10, 1, 9), "partly supported"),           # better at depth, one loss
+    (_case(7, 0, 7), "not supported"),               # no loss, just under half at depth
+    (_case(0, 0, 0), "not supported"),               # at least as good, not better
+    (_case(11, 9, 1), "not supported"),
+    (_case(8, 0, 4, edge_top=9), "inconclusive"),    # 7 of 16 comparable: under half
+    (_case(8, 0, 4, edge_top=8), "supported"),       # 8 of 16 comparable counts (4 wins = half)
 ]
