@@ -1,4 +1,4 @@
-"""allora.input-gradient: Tuned loss (relative to the base model) against depth, ALLoRA and the scaled switch, both budgets.
+"""allora.input-gradient: Test loss left (100 − points) against depth, ALLoRA and the scaled switch, per task and budget.
 
 Command: ``python figures/allora_input_gradient.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.input-gradient``).

@@ -1,4 +1,4 @@
-"""ripple.coupling: Mean normalized cross-layer coupling against s, one line per depth; absolute off-diagonal blocks.
+"""ripple.coupling: κ̄ against s at a fixed function (the control), and against the size of the update at s = 1.
 
 Command: ``python figures/ripple_coupling.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only ripple.coupling``).

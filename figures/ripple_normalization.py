@@ -1,4 +1,4 @@
-"""ripple.normalization: Gain over the base network against depth, no norm vs RMSNorm vs LayerNorm, aligned and random.
+"""ripple.normalization: Relative change of the output against depth, no norm vs RMSNorm vs LayerNorm: generic adapters (what the verdict judges) and the aligned control (pure scale).
 
 Command: ``python figures/ripple_normalization.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only ripple.normalization``).

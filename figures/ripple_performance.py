@@ -1,4 +1,4 @@
-"""ripple.performance: Tuned loss (relative to the base model) against depth, short and long budget, mean ± std over seeds.
+"""ripple.performance: Test loss left (100 − points) against depth, every LoRA s and ALLoRA, per task and budget.
 
 Command: ``python figures/ripple_performance.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only ripple.performance``).
