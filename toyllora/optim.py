@@ -1,4 +1,4 @@
-"""Optimizer-shaped LoRA baselines as optax transforms: LoRA+ and scaled GD / scaled AdamW.
+"""Optimizer-shaped LoRA baselines as optax transforms: LoRA+, scaled GD / scaled AdamW, row-normalized SGD.
 
 Each follows optax's conventions: a ``scale_by_...``-style transform (no learning rate, no sign) with a
 NamedTuple state, and an alias that chains it with the learning rate. A and B are paired through the
@@ -9,6 +9,10 @@ parameter tree passes through untouched. Hyper-parameters may be traced scalars 
 * LoRA+ (Hayou, Ghosh, Yu 2024, arXiv:2402.12354): B's learning rate is ``ratio`` × A's.
 * Scaled GD / scaled AdamW (Zhang & Pilanci 2024, arXiv:2402.02347): A's gradient is multiplied on the
   left by ``(BᵀB + δI)⁻¹`` and B's on the right by ``(AAᵀ + δI)⁻¹``.
+* Row-normalized SGD: every row of every gradient (the last axis; for a ``(d_out, d_in)`` matrix, one row per
+  output unit) divided by its Euclidean norm — a stateless per-row adaptive step, the optimizer-side
+  counterpart of ALLoRA's per-row factor (which uses the row norms of the *weights* ``BA``, not of the
+  gradient).
 
 Unlike ALLoRA (:mod:`toyllora.allora`), which needs ``∂L/∂(BA)`` and so lives in the layer's backward pass,
 these only need the plain gradients and the current weights, so they are optimizers.
@@ -263,3 +267,82 @@ def scaled_adamw(learning_rate, delta=1e-6, weight_decay=0.0, b1=0.9, b2=0.999, 
     return optax.chain(precondition_lora_factors(delta), optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
                        optax.add_decayed_weights(weight_decay),
                        optax.scale_by_learning_rate(learning_rate))
+
+
+# -- Row-normalized SGD -----------------------------------------------------------------------------
+
+
+class NormalizeByRowNormState(NamedTuple):
+    """Row normalization is stateless."""
+
+
+def _normalize_rows(u, eps):
+    if u.ndim == 0:
+        return u
+    dt = _compute_dtype(u.dtype)
+    u32 = u.astype(dt)
+    norm = jnp.sqrt(jnp.sum(jnp.square(u32), axis=-1, keepdims=True))
+    return (u32 / (norm + jnp.asarray(eps, dt))).astype(u.dtype)
+
+
+def normalize_by_row_norm(eps=1e-8) -> optax.GradientTransformationExtraArgs:
+    """Divide every row of every update (its last axis) by the row's Euclidean norm plus ``eps``.
+
+    For a LoRA factor stored as ``(d_out, r)`` (B) or ``(r, d_in)`` (A) a row is one output unit of the
+    factor; a 1-D leaf (biases, DoRA magnitudes) is one row; scalars pass unchanged. Each nonzero row of
+    the result has norm ``||g|| / (||g|| + eps) ≈ 1``; a zero row (e.g. ``∂L/∂A`` at ``B = 0``) stays zero
+    — never NaN, because ``eps > 0``. Computed in at least float32 and cast back to the update's dtype.
+
+    Args:
+      eps: added to every row norm (> 0; may be traced).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from toyllora.lora import LoraParams
+      >>> t = normalize_by_row_norm(eps=1e-12)
+      >>> g = LoraParams(A=jnp.zeros((1, 2)), B=jnp.array([[3.0], [0.0]]))
+      >>> u, _ = t.update(g, t.init(g))
+      >>> u.A.tolist(), [round(float(v), 6) for v in u.B[:, 0]]
+      ([[0.0, 0.0]], [1.0, 0.0])
+    """
+    _check_positive("eps", eps)
+
+    def init_fn(params):
+        del params
+        return NormalizeByRowNormState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(lambda u: _normalize_rows(u, eps), updates), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def row_normalized_sgd(learning_rate, eps=1e-8) -> optax.GradientTransformationExtraArgs:
+    """SGD on row-normalized gradients: every row of every parameter moves by ``learning_rate`` (in norm).
+
+    ``θ_row ← θ_row − lr · g_row / (||g_row|| + eps)``. Without a decaying ``learning_rate`` (an optax
+    schedule) the iterates settle within about ``lr`` of a minimum rather than on it, as any normalized
+    gradient method does.
+
+    Args:
+      learning_rate: a float, traced scalar or optax schedule.
+      eps: added to every row norm (> 0).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> opt = row_normalized_sgd(0.1)
+      >>> p = {"W": jnp.array([[3.0, 4.0], [1.0, 0.0]])}
+      >>> u, _ = opt.update(p, opt.init(p), p)
+      >>> [[round(float(v), 4) + 0.0 for v in row] for row in u["W"]]
+      [[-0.06, -0.08], [-0.1, 0.0]]
+
+    References:
+      Hazan, Levy, Shalev-Shwartz, "Beyond Convexity: Stochastic Quasi-Convex Optimization" (normalized
+      gradient descent), arXiv:1507.02030; You, Gitman, Ginsburg, "Large Batch Training of Convolutional
+      Networks" (layer-wise normalized steps, LARS), arXiv:1708.03888.
+    """
+    return optax.chain(normalize_by_row_norm(eps), optax.scale_by_learning_rate(learning_rate))

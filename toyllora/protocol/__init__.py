@@ -37,7 +37,7 @@ is exactly the chosen optimizer's (the other branch is computed and discarded).
 Example:
     >>> from toyllora import protocol
     >>> sorted(protocol.METHODS)[:3]
-    ['allora', 'allora+D', 'allora-A']
+    ['adalora', 'allora', 'allora+D']
     >>> protocol.method_config("allora", rank=4).eta
     2.0
     >>> float(protocol.score_points("regression", test_loss=0.25, base_loss=1.0))

@@ -25,6 +25,7 @@ import numpy as np
 
 from toyllora import data as data_lib
 from toyllora import models, pretrain
+from toyllora.protocol import methods as methods_lib
 
 FAIL_LOSS_FACTOR = 1000.0
 
@@ -63,6 +64,33 @@ def make_task(name: str, seed: int = 0) -> Task:
         return Task(name, lambda cfg: models.MLPLoRA(cfg), base, d.finetune, d.finetune_val, 4,
                     "classification")
     raise ValueError(f"task: unknown value {name!r}; allowed: {TASKS}")
+
+
+def layer_shapes(task: Task) -> tuple[tuple[int, int], ...]:
+    """The ``(d_out, d_in)`` of every layer a task's model adapts (LoRA sits on every weight of every model).
+
+    >>> layer_shapes(make_task("ols-low")), layer_shapes(make_task("diabetes"))
+    (((8, 16),), ((32, 10), (1, 32)))
+    """
+    base = task.base
+    layers = base if isinstance(base, tuple) else (base,)
+    return tuple(tuple(int(n) for n in (W[0] if isinstance(W, tuple) else W).shape) for W in layers)
+
+
+def method_config_for(task: Task, method: str, steps: int):
+    """A method's :class:`LoraConfig` on a task: :func:`methods.method_config` at the task's rank, with the
+    run length (AdaLoRA's schedule) and the task's layers (MoRA's rank, AdaLoRA's initial rank, LoRA-GA's
+    check); ValueError where the method cannot be built on the task (:func:`applicable`)."""
+    return methods_lib.method_config(method, task.rank, steps=steps, shapes=layer_shapes(task))
+
+
+def applicable(task: Task, method: str) -> bool:
+    """Whether ``method`` can be built on ``task`` (MoRA and LoRA-GA cannot on the diabetes MLP's 32 → 1 layer).
+
+    >>> applicable(make_task("diabetes"), "mora"), applicable(make_task("ols-low"), "mora")
+    (False, True)
+    """
+    return methods_lib.applicable(method, task.rank, layer_shapes(task))
 
 
 def metrics(model, base, frozen, params, data):

@@ -21,6 +21,14 @@ from toyllora.protocol.tasks import TASKS, Task, make_task, score_runs
 from toyllora.train import Trainer
 
 OPTIMIZERS = ("sgd", "adam")
+# Adaptive optimizers beyond Adam (allora.vs-adaptive-optimizers): each its own compiled program; the claims
+# that iterate over OPTIMIZERS (SGD and Adam, one program) are unchanged by them.
+ADAPTIVE_OPTIMIZERS = ("adafactor", "rownorm")
+ALL_OPTIMIZERS = OPTIMIZERS + ADAPTIVE_OPTIMIZERS
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adafactor": "Adafactor", "rownorm": "row-normalized SGD"}
+KINDS = ("sgd-adam",) + ADAPTIVE_OPTIMIZERS   # ProtocolOptimizer kinds
+ADAFACTOR = dict(min_dim_size_to_factor=1, multiply_by_parameter_scale=False)   # see ProtocolOptimizer
+ROWNORM_EPS = 1e-8
 BUDGETS = ("short", "long")
 
 
@@ -34,6 +42,17 @@ class ProtocolOptimizer:
     ``hp["b_ratio"]`` on B (1 = plain); ``scaled=True`` gives scaled GD / scaled AdamW instead (Zhang &
     Pilanci; no ratio). Hashable, so Trainers that use it compile once for both optimizers.
 
+    ``kind`` selects one of the further adaptive optimizers instead (its own compiled program, no ``adam``
+    flag; the LoRA+ ratio still applies to B):
+
+    * ``"adafactor"``: ``optax.adafactor`` as it is run for LoRA fine-tuning (HF Trainer's
+      ``optim="adafactor"``): a fixed learning rate (no relative step, ``multiply_by_parameter_scale=False``),
+      factored second moments for every matrix (``min_dim_size_to_factor=1``, as a large model's matrices
+      are; per-row and per-column statistics), update clipping at block RMS 1, no momentum (Shazeer & Stern
+      2018, arXiv:1804.04235);
+    * ``"rownorm"``: row-normalized SGD, :func:`toyllora.optim.row_normalized_sgd` (every row of every
+      gradient divided by its norm).
+
     >>> import jax.numpy as jnp
     >>> from toyllora.lora import LoraParams
     >>> p = LoraParams(A=jnp.ones((1, 2)), B=jnp.ones((2, 1)))
@@ -45,9 +64,19 @@ class ProtocolOptimizer:
 
     scaled: bool = False
     delta: float = 1e-6
+    kind: str = "sgd-adam"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: unknown value {self.kind!r}; allowed: {KINDS}")
+        if self.scaled and self.kind != "sgd-adam":
+            raise ValueError(f"scaled: scaled GD / AdamW is its own optimizer; allowed only with kind='sgd-adam', "
+                             f"got kind={self.kind!r}")
 
     def __call__(self, hp):
         lr = hp["lr"]
+        if self.kind != "sgd-adam":
+            return _adaptive(self.kind, lr, hp.get("b_ratio", 1.0))
         if self.scaled:
             branches = (optim.scaled_gd(lr, self.delta), optim.scaled_adamw(lr, self.delta))
         else:
@@ -66,10 +95,20 @@ class ProtocolOptimizer:
         return optax.GradientTransformationExtraArgs(init, update)
 
 
+def _adaptive(kind: str, lr, b_ratio):
+    """One of :data:`ADAPTIVE_OPTIMIZERS` with the LoRA+ ratio on B (after the base scaling, before the lr)."""
+    plus = optim.scale_by_lora_plus(b_ratio)
+    if kind == "adafactor":  # optax.adafactor(None, ...) has no lr and ends with scale(-1): lr multiplies after
+        return optax.chain(optax.adafactor(None, **ADAFACTOR), plus, optax.scale(lr))
+    return optax.chain(optim.normalize_by_row_norm(ROWNORM_EPS), plus, optax.scale_by_learning_rate(lr))
+
+
+
 def optimizer_hp(optimizer: str, method: str) -> dict:
-    """The constant flags of a method under an optimizer (``adam``, ``b_ratio``)."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {OPTIMIZERS}")
+    """The constant flags of a method under an optimizer (``adam``, ``b_ratio``); any of
+    :data:`ALL_OPTIMIZERS` (``adam`` is 0 for the adaptive kinds, which do not read it)."""
+    if optimizer not in ALL_OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {ALL_OPTIMIZERS}")
     return {"adam": float(optimizer == "adam"), "b_ratio": 16.0 if method == "lora+16" else 1.0}
 
 
@@ -137,7 +176,7 @@ def _check_budget(b) -> Budget:
     return b
 
 
-LR_TOP = {"sgd": 0.0, "adam": -1.0}  # log2 of the largest learning rate of the base grid
+LR_TOP = {"sgd": 0.0, "adam": -1.0, "adafactor": -1.0, "rownorm": -1.0}  # log2 of the largest lr of the base grid
 LORA_PLUS_SHIFT = 4.0  # log2(16): LoRA+'s grid is A's lr, placed so that B's lr (16·lr) spans the common grid
 
 
@@ -178,11 +217,18 @@ def draw_tasks(name: str, seed: int, budget: Budget) -> list:
 
 
 def make_trainer(task: Task, method: str, budget: Budget, cfg: LoraConfig | None = None,
-                 objective=None) -> Trainer:
-    """The protocol's Trainer for a method (or an explicit ``cfg``); equal Trainers share one compile."""
+                 objective=None, optimizer: str | None = None) -> Trainer:
+    """The protocol's Trainer for a method (or an explicit ``cfg``); equal Trainers share one compile.
+
+    ``optimizer``: ``None``, ``"sgd"`` or ``"adam"`` give the one SGD/Adam program; one of
+    :data:`ADAPTIVE_OPTIMIZERS` gives that optimizer's own program."""
     b = _check_budget(budget)
     cfg = method_config(method, task.rank) if cfg is None else cfg
-    return Trainer(task.model_fn(cfg), optimizer=ProtocolOptimizer(scaled=method == "scaled"), steps=b.long,
+    kind = optimizer if optimizer in ADAPTIVE_OPTIMIZERS else "sgd-adam"
+    if optimizer is not None and optimizer not in ALL_OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {ALL_OPTIMIZERS}")
+    return Trainer(task.model_fn(cfg), optimizer=ProtocolOptimizer(scaled=method == "scaled", kind=kind),
+                   steps=b.long,
                    stride=b.stride,
                    batch_size=b.batch_size, metrics=tasks.metrics, objective=objective)
 
@@ -230,7 +276,8 @@ def tune_and_test(tasks_, method: str, optimizer: str, seed: int, budget: Budget
     Args:
       tasks_: the task draws (a list of :class:`Task` of one kind and shape, e.g. :func:`draw_tasks`), or one
         Task (one draw).
-      method, optimizer: the method (:data:`METHODS`) and ``"sgd"`` / ``"adam"``.
+      method, optimizer: the method (:data:`METHODS`) and ``"sgd"`` / ``"adam"`` (or one of
+        :data:`ADAPTIVE_OPTIMIZERS`, with a trainer from ``make_trainer(..., optimizer=optimizer)``).
       seed: the master seed (:func:`seeds`).
       budget: the :class:`Budget`.
 
@@ -252,7 +299,7 @@ def tune_and_test(tasks_, method: str, optimizer: str, seed: int, budget: Budget
     b = _check_budget(budget)
     draws = _as_draws(tasks_)
     kind = draws[0].kind
-    trainer = make_trainer(draws[0], method, b) if trainer is None else trainer
+    trainer = make_trainer(draws[0], method, b, optimizer=optimizer) if trainer is None else trainer
     tune, final = seeds(seed, b)
     chunk = max(b.tune_seeds * b.lr_points, len(STEPS) * b.final_seeds)
     step = _lr_step(method, b)
@@ -347,6 +394,23 @@ def method_results(task_name: str, method: str, seed: int, budget: Budget) -> di
     draws = draw_tasks(task_name, seed, budget)
     trainer = make_trainer(draws[0], method, budget)
     return {opt: tune_and_test(draws, method, opt, seed, budget, trainer=trainer) for opt in OPTIMIZERS}
+
+
+@functools.lru_cache(maxsize=None)
+def optimizer_results(task_name: str, method: str, optimizer: str, seed: int, budget: Budget) -> dict:
+    """Cached: the protocol for one (task, method, optimizer) of :data:`ALL_OPTIMIZERS`. SGD and Adam come
+    from :func:`method_results` (shared with every claim that runs them); an adaptive optimizer compiles its
+    own program and gets the same lr-grid size, extension rule and seeds."""
+    if optimizer in OPTIMIZERS:
+        return method_results(task_name, method, seed, budget)[optimizer]
+    if optimizer not in ALL_OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {ALL_OPTIMIZERS}")
+    if method == "scaled":
+        raise ValueError(f"method: 'scaled' is its own optimizer (scaled GD / AdamW); not combinable with "
+                         f"optimizer={optimizer!r}")
+    draws = draw_tasks(task_name, seed, budget)
+    trainer = make_trainer(draws[0], method, budget, optimizer=optimizer)
+    return tune_and_test(draws, method, optimizer, seed, budget, trainer=trainer)
 
 
 def run(methods, *, seed: int = 0, budget: Budget, tasks, progress: bool = True) -> dict:

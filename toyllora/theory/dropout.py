@@ -370,3 +370,17 @@ def mlp_last_sampled_objective(model, frozen_keep, params, X, Y, key):
 def mlp_last_expected_objective(model, frozen_keep, params, X, Y, key=None):
     frozen, keep = frozen_keep[:2]
     return mlp_last_layer_expected_mse(model, frozen, params, X, Y, keep)
+
+
+# -- Monte Carlo over masks: how many masks a stated accuracy needs ------------------------------------------
+def masks_for_accuracy(std, expected, accuracy):
+    """The number of independent masks ``N`` whose averaged loss has RMS error ``accuracy · expected``:
+    ``Var(mean of N) = std²/N``, so ``N = (std / (accuracy · expected))²`` (not rounded; any positive scale).
+
+    >>> masks_for_accuracy(0.2, 1.0, 0.01)   # a 20 % single-mask spread needs 400 masks for 1 %
+    400.0
+    """
+    for name, v in (("std", std), ("expected", expected), ("accuracy", accuracy)):
+        if not (math.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"{name}: must be a finite number > 0, got {v!r}")
+    return (float(std) / (float(accuracy) * float(expected))) ** 2
