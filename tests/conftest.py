@@ -23,6 +23,30 @@ settings.register_profile("dev", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# TOYLLORA_ONLY="allora.,ripple.bound" (id prefixes, comma-separated): a developer's shortcut that runs the
+# fast reproduce for those claims only and deselects the per-claim and end-to-end tests of the others.
+ONLY = tuple(p.strip() for p in os.environ.get("TOYLLORA_ONLY", "").split(",") if p.strip())
+
+
+def selected(claim_id: str) -> bool:
+    """Whether TOYLLORA_ONLY (unset: every claim) selects this claim."""
+    return not ONLY or claim_id.startswith(ONLY)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not ONLY:
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        cid = params.get("claim_id", params.get("claim"))
+        end_to_end = item.name.startswith("test_end_to_end")
+        (drop if end_to_end or (cid is not None and not selected(str(cid))) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 OUTSIDE_OK = ("/dev/", "__pycache__", os.environ["TOYLLORA_COMPILE_CACHE"])
 WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree", "os.chmod"}
 DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
@@ -57,8 +81,12 @@ def fast_run(tmp_path_factory):
     sys.addaudithook(hook)
     code = io.code_hash()
     t0 = time.perf_counter()
+    only = []
+    if ONLY:
+        from toyllora.harness import registry
+        only = [cid for cid in registry.all_claims() if selected(cid)]
     try:
-        rc = cli.main(["reproduce", "--fast", "--out", str(out)])
+        rc = cli.main(["reproduce", "--fast", "--out", str(out)] + [a for cid in only for a in ("--only", cid)])
     finally:
         active[0] = False
     return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}

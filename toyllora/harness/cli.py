@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seeds(s)
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--force", action="store_true", help="rerun claims whose cached result is current")
+    s.add_argument("--only", action="append", default=None, metavar="ID",
+                   help="only this claim (repeat for several); REPORT.md then covers those claims")
     _add_cache(s)
     s = sub.add_parser("figures", help="draw each claim's figure from its record (running it if needed)")
     s.add_argument("--fast", action="store_true")
@@ -142,9 +144,13 @@ def _cmd_run(args):
 def _cmd_reproduce(args):
     from toyllora.harness import reproduce
 
+    from toyllora.harness import registry
+
+    for cid in args.only or ():
+        registry.get(cid)
     reproduce.check_out_dir(args.out)
     _compile_cache(args, args.out)
-    res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force)
+    res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force, only=args.only)
     print(f"{len(res['ran'])} claims run, {len(res['cached'])} cached, {len(res['failed'])} failed "
           f"in {res['seconds']:.1f} s -> {args.out / 'REPORT.md'}")
     if res["failed"]:
