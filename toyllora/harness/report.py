@@ -36,7 +36,7 @@ FLAW_TITLES = {"dropout": "Flaw 1 — dropout regularizes only in expectation",
 # "Does ALLoRA fix it?": the claims each answer rests on (their verdicts decide the answer).
 FIX_EVIDENCE = {
     "dropout": ("dropout.allora-fix",),
-    "zeroinit": ("zeroinit.escape-time",),
+    "zeroinit": ("zeroinit.escape-time", "zeroinit.allora-landscape"),
     "ripple": ("ripple.performance", "allora.input-gradient"),
     "overall": ("allora.vs-lora",),
 }
