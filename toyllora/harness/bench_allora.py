@@ -34,10 +34,11 @@ import numpy as np
 
 from toyllora import allora, lora
 from toyllora.config import LoraConfig
+from toyllora.harness import bench_timing
 
 METHODS = ("lora", "allora", "allora_naive", "dora")
 FULL_SIZES = ((1024, 16, 256), (4096, 64, 64))   # (d, r, n): W is d×d
-FAST_SIZES = ((256, 8, 64), (512, 16, 32))
+FAST_SIZES = ((512, 16, 32),)
 ETA = 2.0
 LR = 1e-3
 
@@ -123,31 +124,40 @@ def _params(method: str, cfg: LoraConfig, W, A, B):
     return lora.LoraParams(A=A, B=B, magnitude=magnitude)
 
 
-def time_case(d: int, r: int, n: int, repeats: int, methods=METHODS) -> dict:
-    """Median step time (ms) of each method at one size, and the per-round ratios to LoRA."""
+def step_candidates(d: int, r: int, n: int, methods=METHODS) -> dict:
+    """One warmed step callable per method at one size (each blocks until its result is ready), and the
+    inputs as numpy arrays ``(W, x, y, A, B)`` for another framework to time the same step on."""
     W, x, y, A, B = _case_inputs(d, r, n)
-    runs = {}
+    fns = {}
     for m in methods:
         step, cfg = _make_step(m, r)
         params = _params(m, cfg, W, A, B)
         jax.block_until_ready(step(params, W, x, y))   # compile
         jax.block_until_ready(step(params, W, x, y))   # warm
-        runs[m] = (step, params)
-    times = {m: [] for m in methods}
-    for _ in range(repeats):
-        for m in methods:   # interleaved: machine load affects every method alike
-            step, params = runs[m]
-            t0 = time.perf_counter()
-            jax.block_until_ready(step(params, W, x, y))
-            times[m].append(time.perf_counter() - t0)
-    t = {m: np.asarray(v) for m, v in times.items()}
+        fns[m] = lambda step=step, params=params: jax.block_until_ready(step(params, W, x, y))
+    return {"fns": fns, "inputs": tuple(np.asarray(a) for a in (W, x, y, A, B))}
+
+
+def time_case(d: int, r: int, n: int, repeats: int, methods=METHODS) -> dict:
+    """Median step time (ms) of each method at one size, and the per-round ratios to LoRA (median,
+    quartiles and a distribution-free 95 % interval of the median)."""
+    fns = step_candidates(d, r, n, methods)["fns"]
+    timed = bench_timing.interleaved(fns, repeats, warm=0)   # interleaved: load hits every method alike
+    return summarize_case(d, r, n, timed, methods)
+
+
+def summarize_case(d: int, r: int, n: int, timed: dict, methods=METHODS) -> dict:
+    """:func:`time_case`'s dict from interleaved timings (:func:`toyllora.harness.bench_timing.interleaved`)
+    that include ``lora``."""
+    t = {m: np.asarray(timed["seconds"][m]) for m in methods}
     per_round = {m: t[m] / t["lora"] for m in methods}
     return {
-        "d": d, "r": r, "n": n, "repeats": repeats,
+        "d": d, "r": r, "n": n, "repeats": int(len(t["lora"])),
         "time_ms": {m: float(np.median(t[m]) * 1e3) for m in methods},
         "ratio": {m: float(np.median(per_round[m])) for m in methods},
         "ratio_q25": {m: float(np.quantile(per_round[m], 0.25)) for m in methods},
         "ratio_q75": {m: float(np.quantile(per_round[m], 0.75)) for m in methods},
+        "ratio_ci95": {m: [bench_timing.median_ci(per_round[m])[k] for k in ("lo", "hi")] for m in methods},
     }
 
 
@@ -155,9 +165,9 @@ def allora_step_ratios(fast: bool = False, repeats: int | None = None) -> dict:
     """Step time of ALLoRA, naive ALLoRA (forms BA), DoRA and LoRA on one layer, and ratios to LoRA.
 
     Args:
-      fast: small sizes ``(d, r, n) in ((256, 8, 64), (512, 16, 32))`` and few repeats (< 10 s); otherwise
+      fast: the small size ``(d, r, n) = (512, 16, 32)`` and few repeats (< 10 s); otherwise
         the issue's sizes ``(1024, 16, 256)`` and ``(4096, 64, 64)``.
-      repeats: timing rounds per size (default 30, fast 10).
+      repeats: timing rounds per size (default 30, fast 10; ``toyllora bench --fast`` uses 5).
 
     Returns:
       ``{"cases": [case, ...], "methods": METHODS, "fast": bool, "backend": str, "dtype": "float32",

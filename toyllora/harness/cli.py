@@ -12,6 +12,7 @@ Example::
     toyllora figures --only zeroinit.hessian              # drawn from the record in results/
     toyllora docs --results results                       # README ledger, key figures, proofs/README.md
     toyllora pretrain --fast --out results                # the base transformer, cached as results/*.npz
+    toyllora bench --against peft                         # engine vs PyTorch + PEFT, results/bench.json
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
+    s.add_argument("--against", choices=("peft",), default=None,
+                   help="also time PyTorch + PEFT (eager; torch.compile in full mode) in the same run; "
+                        "needs toyllora[peft], else exit 2 with one line saying how to install it")
     _add_cache(s)
     s = sub.add_parser("pretrain", help="pre-train the base transformer once (cached as DIR/transformer*.npz)")
     s.add_argument("--fast", action="store_true", help="the small model and budget (about 20 s)")
@@ -188,10 +192,10 @@ def _cmd_docs(args):
 def _cmd_bench(args):
     from toyllora.harness import bench
 
-    if args.out.suffix != ".json" or args.out.is_dir():
-        raise ValueError(f"out: the bench result is a .json file path, got {str(args.out)!r}")
+    bench.check_out(args.out)
+    bench.check_against(args.against)   # before any work: a missing torch / peft is one line, exit 2
     _compile_cache(args, args.out.parent)
-    bench.main(args.out, fast=args.fast)
+    bench.main(args.out, fast=args.fast, against=args.against)
     return 0
 
 
