@@ -1,4 +1,4 @@
-"""dropout.allora-fix: Test loss against budget: LoRA at each drop rate and ALLoRA at both learning rates (mean ± std).
+"""dropout.allora-fix: The paired differences (test cross-entropy) with their 95 % t-intervals, per budget.
 
 Command: ``python figures/dropout_allora_fix.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.allora-fix``).

@@ -1,4 +1,4 @@
-"""dropout.concentration: RMS gap against N per drop rate, with the Std/√N lines, for both data sets.
+"""dropout.concentration: Masks needed for the stated accuracy per drop rate (geometric mean, 95 % interval, and per adapter), with the 100 line, for both data sets.
 
 Command: ``python figures/dropout_concentration.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.concentration``).

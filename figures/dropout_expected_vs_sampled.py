@@ -1,4 +1,4 @@
-"""dropout.expected-vs-sampled: The paired test-loss gap (sampled − expected) over training, per drop rate, ±2 SE.
+"""dropout.expected-vs-sampled: The paired test-loss gap (sampled − expected) over training, per drop rate, ±2 SE, with the two windows.
 
 Command: ``python figures/dropout_expected_vs_sampled.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.expected-vs-sampled``).

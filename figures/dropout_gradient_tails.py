@@ -1,4 +1,4 @@
-"""dropout.gradient-tails: Mean and 99th percentile over entries of the per-entry gradient std, per epoch, in the three modes.
+"""dropout.gradient-tails: τ = q99/mean of the per-entry std over training, per rate and for the mini-batch control, both models; the (not scale-free) mean std in the lower row.
 
 Command: ``python figures/dropout_gradient_tails.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.gradient-tails``).

@@ -1,4 +1,4 @@
-"""dropout.iterates: The gap d(t) per optimizer and lr (median and 10–90 % band over seeds), the tolerance and T_lim.
+"""dropout.iterates: Distance to ΔW* over training: sampled iterates (median, 10–90 % band) and the expected-loss control, per lr; the two windows of R shaded.
 
 Command: ``python figures/dropout_iterates.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.iterates``).

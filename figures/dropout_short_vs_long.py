@@ -1,4 +1,4 @@
-"""dropout.short-vs-long: Left: test loss against budget per drop rate (mean ± std); right: the best drop rate per budget.
+"""dropout.short-vs-long: Left: fresh-seed test cross-entropy per rate at both budgets (each at its selected lr); right: the paired differences against rate 0 with their intervals.
 
 Command: ``python figures/dropout_short_vs_long.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only dropout.short-vs-long``).

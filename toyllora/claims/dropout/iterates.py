@@ -1,197 +1,125 @@
-"""dropout.iterates: sampled-mask iterates track the expected-loss iterates only after many steps, with a
-step-size-dependent gap that iterate averaging removes."""
+"""dropout.iterates: sampled-dropout iterates reach the expected-loss (Tikhonov) solution only after many steps —
+or do more steps not help at all at a constant step size?"""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from toyllora import models
 from toyllora.claims import Setup, fmt
-from toyllora.claims.dropout._common import delta_metrics, linear_switch_objective
-from toyllora.config import LoraConfig
-from toyllora.data import teacher_student
+from toyllora.claims.dropout._common import (FAST_ITERATE_RUNS, IterateRuns, band_decision, exp_interval, groups_of,
+                                             iterate_runs, iterate_runs_text, one_sample, window_mean)
 from toyllora.plotting import figure, legend
-from toyllora.theory import dropout as dt
-from toyllora.train import Trainer, grid
 
 STATEMENT = ("Dropout acts as its expected (Tikhonov) regularizer only after many steps: within limited steps the "
-             "sampled-mask iterates differ from the expected-loss iterates; with a constant step size they keep "
-             "a gap that grows with the step size, and iterate averaging recovers the expected-loss minimizer "
-             "(Clara, Langer, Schmidt-Hieber 2023).")
+             "sampled-mask iterates differ from the expected-loss iterates, and given enough steps they reach the "
+             "expected-loss minimizer.")
 SOURCE = "review"
-OPTIMIZERS = ("sgd", "adam")
+FLOOR_BAND = (0.8, 1.25)   # late/early distance ratio: 'more steps do not bring the iterates closer'
+SHRINK = 0.8               # ... at most this: more steps do
+FLOOR_MIN = 0.01           # a floor: the late distance stays above 1 % of ||ΔW*||
+CONTROL_SHARE = 0.25       # control: the expected-loss run's early-window distance <= this share of the sampled one's
 
-
-@dataclasses.dataclass(frozen=True)
-class Params:
-    d_in: int = 12
-    d_out: int = 4
-    rank: int = 4
-    alpha: float = 4.0
-    n: int = 64
-    n_test: int = 256
-    cond: float = 3.0
-    noise: float = 0.5
-    site: str = "input"
-    keep: float = 0.8
-    steps: int = 3000
-    stride: int = 20
-    seeds: int = 8                       # master_seed, master_seed + 1, ...
-    sgd_lrs: tuple = (0.1, 0.2, 0.4)
-    adam_lrs: tuple = (0.003, 0.01, 0.03)
-    tol: float = 0.05                    # d(t) <= tol: the sampled path has settled onto the expected one
-    min_stay: float = 0.1                # ... and stays so for at least this share of the budget
-    distance: str = "||ΔW_sampled(t) − ΔW_expected(t)|| / ||ΔW*||, ΔW* the weighted-ridge minimizer"
-    averaging: str = "mean of the recorded iterates (every stride steps) over the second half"
-
-
-SETUP = Setup(full=Params(), fast=Params(steps=600, seeds=3))
-
-
-def lrs(p: Params, opt: str) -> tuple:
-    return {"sgd": p.sgd_lrs, "adam": p.adam_lrs}[opt]
+Params = IterateRuns       # the runs are shared with dropout.steps-vs-stepsize (one cached set per process)
+SETUP = Setup(full=IterateRuns(), fast=FAST_ITERATE_RUNS)
 
 
 def rule(p: Params) -> str:
-    return (f"Full-rank LoRA (r {p.rank}) on a teacher–student task (d_in {p.d_in}, d_out {p.d_out}, n {p.n}, "
-            f"condition {fmt(p.cond)}, noise {fmt(p.noise)}), {p.site} dropout q = {fmt(p.keep)}, SGD (lr "
-            f"{'/'.join(fmt(x) for x in p.sgd_lrs)}) and Adam (lr {'/'.join(fmt(x) for x in p.adam_lrs)}), "
-            f"{p.steps} steps, {p.seeds} seeds, each seed paired with an expected-loss run from the same init. "
-            "Gap d(t) = ||ΔW_sampled − ΔW_expected|| / ||ΔW*||. 'Limited steps' T_lim := the first recorded step "
-            f"after which d(t) stays <= {fmt(p.tol)} to the end (infinite if it never does, or does for less than "
-            f"the last {100 * p.min_stay:g} % of the budget). (a) T_lim > 0 (median over seeds) for both optimizers "
-            "at the middle lr; (b) for SGD the late gap (mean over the last quarter, median over seeds) increases "
-            "strictly with lr; (c) at the largest SGD lr, averaging the second half of the iterates at least halves "
-            "the distance to the expected-loss minimizer ΔW*. Supported if (a), (b), (c); partly supported if one "
-            "or two hold; not supported if none.")
-
-
-def settle_step(d, steps, tol_, min_stay=0.1):
-    """The first recorded step after which ``d`` stays <= ``tol_`` to the end of the run.
-
-    None (not settled within the budget) if ``d`` ends above ``tol_`` or stays below it for less than
-    ``min_stay`` of the budget.
-    """
-    above = np.nonzero(np.asarray(d) > tol_)[0]
-    if len(above) == 0:
-        return int(steps[0])
-    if above[-1] == len(d) - 1:
-        return None
-    t = int(steps[above[-1] + 1])
-    return t if steps[-1] - t >= min_stay * (steps[-1] - steps[0]) else None
+    k = len(p.lrs)
+    return (f"{iterate_runs_text(p)}. Does the number of steps close the distance? Per unit (draw × seed) and "
+            "constant lr, R = (mean distance of the sampled iterates over the last quarter of the budget) / (mean "
+            "over the second quarter), on log scale, with its stratified t-interval (Bonferroni over the "
+            f"{2 * k} interval decisions of this claim: {100 * (1 - 0.05 / (2 * k)):.1f} % intervals). Control: the "
+            "expected-loss run from the same init (no mask noise) must have converged by the second quarter (its "
+            f"mean distance there <= {CONTROL_SHARE:g} × the sampled run's), else the windows measure optimization, "
+            f"not dropout, and the verdict is inconclusive. Supported if at every lr R's interval lies below "
+            f"{SHRINK:g} (more steps keep bringing the iterates to ΔW*); not supported if at every lr R's interval "
+            f"lies inside [{FLOOR_BAND[0]:g}, {FLOOR_BAND[1]:g}] and the late distance's interval lies above "
+            f"{FLOOR_MIN:g} (a floor that more steps do not remove); partly supported if some lrs shrink and the "
+            "others floor; inconclusive otherwise. Reported: the peak sampled–expected gap (the 'limited steps' "
+            "difference) and the floor per lr (its step-size law is dropout.steps-vs-stepsize).")
 
 
 def measure(p: Params, seed: int) -> dict:
-    t = teacher_student(seed=seed, d_in=p.d_in, d_out=p.d_out, n_train=p.n, n_test=p.n_test, shift_rank=2,
-                        cond=p.cond, noise=p.noise)
-    X, Y, W = t.data.X, t.data.Y, t.W0
-    target = np.asarray(dt.input_dropout_ridge(X, Y - X @ W.T, p.keep), np.float64)
-    tn = np.linalg.norm(target)
-    model = models.LinearLoRA(LoraConfig(rank=p.rank, alpha=p.alpha, keep=0.5, dropout_site=p.site))
-    seeds = list(range(seed, seed + p.seeds))
-    out = {"target_norm": float(tn), "per_optimizer": {}}
-    for opt in OPTIMIZERS:
-        opt_lrs = lrs(p, opt)
-        tr = Trainer(model, opt, steps=p.steps, stride=p.stride, objective=linear_switch_objective,
-                     init=dt.init_with_keep, metrics=delta_metrics)
-        runs = {kind: tr.sweep((W, np.asarray(p.keep, X.dtype), np.asarray(mode, X.dtype)), t.data,
-                               grid(lr=list(opt_lrs)), seeds) for kind, mode in (("sampled", 0.0), ("expected", 1.0))}
-        rec_steps = np.asarray(runs["sampled"].steps)[0, 0]
-        Ds = np.asarray(runs["sampled"].metrics["delta"], np.float64)   # (G, S, T, d_out, d_in)
-        De = np.asarray(runs["expected"].metrics["delta"], np.float64)
-        d = np.linalg.norm(Ds - De, axis=(-2, -1)) / tn                  # (G, S, T)
-        ds = np.linalg.norm(Ds - target, axis=(-2, -1)) / tn
-        de = np.linalg.norm(De - target, axis=(-2, -1)) / tn
-        T = d.shape[-1]
-        half, quarter = T // 2, T - T // 4
-        avg = Ds[:, :, half:].mean(axis=2)
-        d_avg = np.linalg.norm(avg - target, axis=(-2, -1)) / tn          # (G, S)
-        final_loss = lambda kind, g: float(np.asarray(runs[kind].metrics["test_loss"])[g, :, -1].mean())
-        per_lr = {}
-        for g, lr in enumerate(opt_lrs):
-            settle = [settle_step(d[g, s], rec_steps, p.tol, p.min_stay) for s in range(len(seeds))]
-            settle_num = [np.inf if v is None else v for v in settle]
-            per_lr[str(lr)] = {
-                # the median over seeds, inf (recorded as None) when most seeds never settle
-                "settle_step_per_seed": settle, "settle_step_median": float(np.median(settle_num)),
-                "max_gap_median": float(np.median(d[g].max(axis=1))),
-                "step_of_max_gap_median": float(np.median(rec_steps[d[g].argmax(axis=1)])),
-                "floor_gap_median": float(np.median(d[g, :, quarter:].mean(axis=1))),
-                "floor_gap_iqr": np.percentile(d[g, :, quarter:].mean(axis=1), [25, 75]).tolist(),
-                "last_dist_to_min_median": float(np.median(ds[g, :, quarter:].mean(axis=1))),
-                "avg_dist_to_min_median": float(np.median(d_avg[g])),
-                "expected_run_dist_to_min_median": float(np.median(de[g, :, -1])),
-                "test_loss_sampled_final_mean": final_loss("sampled", g),
-                "test_loss_expected_final_mean": final_loss("expected", g),
-                "gap_median_curve": np.median(d[g], axis=0).tolist(),
-                "gap_q10_curve": np.percentile(d[g], 10, axis=0).tolist(),
-                "gap_q90_curve": np.percentile(d[g], 90, axis=0).tolist(),
-                "diverged": int(np.sum(np.asarray(runs["sampled"].diverged_step)[g] >= 0)
-                                + np.sum(np.asarray(runs["expected"].diverged_step)[g] >= 0)),
-            }
-        out["per_optimizer"][opt] = {"lrs": list(opt_lrs), "steps": rec_steps.tolist(), "per_lr": per_lr}
+    raw = iterate_runs(p, seed)
+    rec = raw["records"]
+    U = p.draws * p.seeds
+    g = groups_of(p.draws, p.seeds)
+    alpha = 0.05 / (2 * len(p.lrs))
+    out = {"records": rec, "per_lr": {}, "interval_level": 1 - alpha}
+    for i, lr in enumerate(p.lrs):
+        ds = raw["dist"][i, 0].reshape(U, -1)
+        de = raw["dist"][i, 1].reshape(U, -1)
+        gap = raw["gap"][i].reshape(U, -1)
+        early, late = window_mean(ds, rec, 0.25, 0.5), window_mean(ds, rec, 0.75, 1.0)
+        ratio = one_sample(np.log(late / early), g, f"lr {lr:g}: log R", alpha=alpha)
+        floor = one_sample(np.log(late), g, f"lr {lr:g}: log late distance", alpha=alpha)
+        e_early = float(window_mean(de, rec, 0.25, 0.5).mean())
+        out["per_lr"][str(lr)] = {
+            "ratio_late_over_early": exp_interval(ratio), "late_distance": exp_interval(floor),
+            "early_distance_mean": float(early.mean()), "control_early_distance_mean": e_early,
+            "control_converged": bool(e_early <= CONTROL_SHARE * float(early.mean())),
+            "peak_gap_median": float(np.median(gap.max(axis=1))),
+            "step_of_peak_gap_median": float(np.median(np.asarray(rec)[gap.argmax(axis=1)])),
+            "dist_sampled_median_curve": np.median(ds, 0).tolist(),
+            "dist_sampled_q10": np.percentile(ds, 10, 0).tolist(), "dist_sampled_q90": np.percentile(ds, 90, 0).tolist(),
+            "dist_expected_median_curve": np.median(de, 0).tolist(), "gap_median_curve": np.median(gap, 0).tolist(),
+            "diverged": int((raw["diverged"][i] >= 0).sum())}
     return out
 
 
-def _settle(v):
-    """A recorded settle step: None is infinite (never settled within the budget)."""
-    return np.inf if v is None else v
-
-
 def verdict(m: dict) -> str:
-    po = m["per_optimizer"]
-    a = all(_settle(po[o]["per_lr"][str(po[o]["lrs"][1])]["settle_step_median"]) > 0 for o in po)
-    floors = [po["sgd"]["per_lr"][str(lr)]["floor_gap_median"] for lr in po["sgd"]["lrs"]]
-    b = all(x < y for x, y in zip(floors, floors[1:]))
-    big = po["sgd"]["per_lr"][str(po["sgd"]["lrs"][-1])]
-    c = big["avg_dist_to_min_median"] * 2 <= big["last_dist_to_min_median"]
-    n_ok = sum([a, b, c])
-    return "supported" if n_ok == 3 else ("partly supported" if n_ok else "not supported")
+    rows = list(m["per_lr"].values())
+    if not all(r["control_converged"] for r in rows):
+        return "inconclusive"
+    shrink = [r["ratio_late_over_early"]["hi"] is not None and r["ratio_late_over_early"]["hi"] < SHRINK for r in rows]
+    floor = [band_decision(r["ratio_late_over_early"]["lo"], r["ratio_late_over_early"]["hi"], *FLOOR_BAND) == 1
+             and r["late_distance"]["lo"] is not None and r["late_distance"]["lo"] > FLOOR_MIN for r in rows]
+    if all(shrink):
+        return "supported"
+    if all(floor):
+        return "not supported"
+    if any(shrink) and all(s or f for s, f in zip(shrink, floor)):
+        return "partly supported"
+    return "inconclusive"
 
 
 def plot(record: dict):
-    """The gap d(t) per optimizer and lr (median and 10–90 % band over seeds), the tolerance and T_lim."""
-    data, p = record["measurements"], record["config"]["setup"]
-    fig, axes = figure(1, 2, figsize=(12, 4.6))
-    for ax, opt in zip(axes, [o for o in OPTIMIZERS if o in data["per_optimizer"]]):
-        o = data["per_optimizer"][opt]
-        steps = np.asarray(o["steps"])
-        for i, lr in enumerate(o["lrs"]):
-            r = o["per_lr"][str(lr)]
-            ax.plot(steps[1:], np.asarray(r["gap_median_curve"])[1:], color=f"C{i}",
-                    label=f"lr {lr}: median over seeds")
-            ax.fill_between(steps[1:], np.asarray(r["gap_q10_curve"])[1:], np.asarray(r["gap_q90_curve"])[1:],
-                            color=f"C{i}", alpha=0.15)
-            if np.isfinite(_settle(r["settle_step_median"])):
-                ax.axvline(r["settle_step_median"], color=f"C{i}", ls=":", lw=1, label=f"lr {lr}: T_lim (median)")
-        ax.axhline(p["tol"], color="k", ls="--", lw=0.8, label=f"tolerance {p['tol']:g}")
-        ax.set_yscale("log")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("||ΔW_sampled − ΔW_expected|| / ||ΔW*||")
-        ax.set_title(f"{opt}: sampled dropout vs expected-loss path (q = {p['keep']:g})")
-        legend(ax, "below", ncol=2)
+    """Distance to ΔW* over training: sampled iterates (median, 10–90 % band) and the expected-loss control, per
+    lr; the two windows of R shaded."""
+    m = record["measurements"]
+    fig, ax = figure(1, 1, figsize=(9, 4.8))
+    t = np.asarray(m["records"])
+    for i, (lr, r) in enumerate(m["per_lr"].items()):
+        ax.plot(t[1:], np.asarray(r["dist_sampled_median_curve"])[1:], color=f"C{i}", label=f"lr {lr}: sampled")
+        ax.fill_between(t[1:], np.asarray(r["dist_sampled_q10"])[1:], np.asarray(r["dist_sampled_q90"])[1:],
+                        color=f"C{i}", alpha=0.12)
+        ax.plot(t[1:], np.maximum(np.asarray(r["dist_expected_median_curve"])[1:], 1e-7), ":", color=f"C{i}",
+                label=f"lr {lr}: expected loss (control)")
+    T = t[-1]
+    ax.axvspan(0.25 * T, 0.5 * T, color="0.9", zorder=0)
+    ax.axvspan(0.75 * T, T, color="0.8", zorder=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step (shaded: the windows of R)")
+    ax.set_ylabel("||ΔW − ΔW*|| / ||ΔW*||")
+    ax.set_title("Do more steps bring sampled-dropout iterates to the expected-loss minimizer?")
+    legend(ax, "below", ncol=3)
     return fig
 
 
-def _case(settle_sgd=280.0, settle_adam=None, floors=(0.05, 0.1, 0.2), avg=0.1, last=0.3):
-    def opt(lrs_, settle, fl):
-        per = {str(lr): {"settle_step_median": settle if k == 1 else 0.0, "floor_gap_median": f,
-                         "avg_dist_to_min_median": avg, "last_dist_to_min_median": last}
-               for k, (lr, f) in enumerate(zip(lrs_, fl))}
-        return {"lrs": list(lrs_), "per_lr": per}
-    return {"per_optimizer": {"sgd": opt((0.1, 0.2, 0.4), settle_sgd, floors),
-                              "adam": opt((0.003, 0.01, 0.03), settle_adam, (0.01, 0.01, 0.01))}}
+def _case(ratios=((0.9, 1.1), (0.85, 1.2)), floor_lo=0.03, control=True):
+    per = {str(0.1 * (i + 1)): {"ratio_late_over_early": {"lo": lo, "hi": hi}, "late_distance": {"lo": floor_lo},
+                                "control_converged": control} for i, (lo, hi) in enumerate(ratios)}
+    return {"per_lr": per}
 
 
 VERDICT_EXAMPLES = [
-    (_case(), "supported"),                              # Adam never settles (inf, recorded as None): T_lim > 0
-    (_case(settle_sgd=20.0, settle_adam=40.0), "supported"),
-    (_case(settle_sgd=0.0), "partly supported"),         # (a) fails: SGD settled from the start
-    (_case(floors=(0.05, 0.2, 0.2)), "partly supported"),  # (b) fails: not strictly increasing
-    (_case(avg=0.15, last=0.3), "supported"),            # (c) exactly halved
-    (_case(avg=0.16, last=0.3), "partly supported"),     # (c) just short of halving
-    (_case(settle_adam=0.0, floors=(0.2, 0.1, 0.05)), "partly supported"),  # only (c)
-    (_case(settle_adam=0.0, floors=(0.2, 0.1, 0.05), avg=0.3), "not supported"),
+    (_case(), "not supported"),                                  # a floor at every lr
+    (_case(ratios=((0.81, 1.1), (0.85, 1.24))), "not supported"),  # just inside [0.8, 1.25]
+    (_case(ratios=((0.79, 1.1), (0.85, 1.2))), "inconclusive"),  # one interval crosses 0.8
+    (_case(ratios=((0.9, 1.26), (0.85, 1.2))), "inconclusive"),  # ... or 1.25
+    (_case(floor_lo=0.009), "inconclusive"),                     # the floor is within 1 % of ΔW*
+    (_case(ratios=((0.5, 0.79), (0.4, 0.6))), "supported"),      # more steps keep helping
+    (_case(ratios=((0.5, 0.81), (0.4, 0.6))), "inconclusive"),
+    (_case(ratios=((0.5, 0.7), (0.9, 1.1))), "partly supported"),
+    (_case(control=False), "inconclusive"),                      # the expected-loss control has not converged
 ]
