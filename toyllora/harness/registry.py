@@ -140,11 +140,19 @@ def _is_docstring(node) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
-def _strip(tree: ast.Module, *, drop_plots: bool = False) -> str:
-    """The module's code without docstrings (and without its figure code), as normalized text."""
+def _is_registry_list(node) -> bool:
+    """``CLAIMS = (...)`` in :mod:`toyllora.claims`: which claims exist, never how one is measured."""
+    return isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
+        isinstance(t, ast.Name) and t.id == "CLAIMS" for t in (node.targets if isinstance(node, ast.Assign)
+                                                               else [node.target]))
+
+
+def _strip(tree: ast.Module, *, drop_plots: bool = False, drop_registry: bool = False) -> str:
+    """The module's code without docstrings (and without its figure code, or the registry list), as
+    normalized text."""
     body = []
     for node in tree.body:
-        if _is_docstring(node) or (drop_plots and _is_plot_code(node)):
+        if _is_docstring(node) or (drop_plots and _is_plot_code(node)) or (drop_registry and _is_registry_list(node)):
             continue
         for sub in ast.walk(node):
             if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(sub.body) > 1 \
@@ -208,7 +216,8 @@ def _source_hashes(claim_id: str) -> tuple[str, str]:
             h_figure.update(dep.encode() + _strip(ast.parse(text)).encode())
             continue
         claim_code = dep.startswith("toyllora.claims")
-        h_measure.update(dep.encode() + _strip(ast.parse(text), drop_plots=claim_code).encode())
+        h_measure.update(dep.encode() + _strip(ast.parse(text), drop_plots=claim_code,
+                                               drop_registry=dep == "toyllora.claims").encode())
         if claim_code:
             plots = [n for n in ast.parse(text).body if _is_plot_code(n)]
             h_figure.update(dep.encode() + "".join(ast.unparse(n) for n in plots).encode())
