@@ -169,6 +169,10 @@ def test_cache_key_ignores_the_harness_docstrings_and_plots_but_not_science(tmp_
     strip = lambda s: registry._strip(ast.parse(s), drop_plots=True)
     assert strip(src) == strip(edited_plot) == strip('"""doc"""\n' + src)
     assert strip(src) != strip(edited_measure)
+    # registering another claim (the CLAIMS list of toyllora.claims) invalidates no record; FLAWS still counts
+    pkg = 'FLAWS = ("a",)\nCLAIMS = ("a.x",)\n'
+    reg = lambda s: registry._strip(ast.parse(s), drop_registry=True)
+    assert reg(pkg) == reg(pkg.replace('"a.x"', '"a.x", "a.y"')) != reg(pkg.replace('("a",)', '("a", "b")'))
 
 
 def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):
