@@ -1,4 +1,4 @@
-"""allora.dropout-neutral: Forest plot of ALLoRA − ALLoRA+D per cell (CI bars; wins green, losses red).
+"""allora.dropout-neutral: Forest plot of ALLoRA − ALLoRA+D per cell, with the ±margin band.
 
 Command: ``python figures/allora_dropout_neutral.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.dropout-neutral``).

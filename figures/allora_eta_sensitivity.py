@@ -1,4 +1,4 @@
-"""allora.eta-sensitivity: Mean test score of each eta² per cell (each with its own tuned lr).
+"""allora.eta-sensitivity: Mean test score of each eta² per cell, at the fixed base rate (left) and re-tuned (right).
 
 Command: ``python figures/allora_eta_sensitivity.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.eta-sensitivity``).

@@ -1,4 +1,4 @@
-"""allora.rank-sweep: Mean test score against the rank, LoRA and ALLoRA, per budget and optimizer.
+"""allora.rank-sweep: Mean test score against the rank, LoRA and ALLoRA, per budget and optimizer (hollow: lr at an edge).
 
 Command: ``python figures/allora_rank_sweep.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.rank-sweep``).

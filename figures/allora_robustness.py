@@ -1,4 +1,4 @@
-"""allora.robustness: Per cell: the spread over the non-lr settings and the regret over the whole grid, ALLoRA vs LoRA.
+"""allora.robustness: Per cell: the knob spread on test (best − worst setting chosen on validation), ALLoRA vs LoRA, and the failed tuning runs of each.
 
 Command: ``python figures/allora_robustness.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.robustness``).

@@ -1,4 +1,4 @@
-"""allora.vs-lora: Forest plot of ALLoRA − LoRA per cell and eta² (CI bars; wins green, losses red).
+"""allora.vs-lora: Forest plot of ALLoRA − LoRA per cell and eta² arm (intervals; wins green, losses red).
 
 Command: ``python figures/allora_vs_lora.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.vs-lora``).

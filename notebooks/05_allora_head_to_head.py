@@ -12,17 +12,20 @@
 # ---
 
 # %% [markdown]
-# # 05 — ALLoRA head to head: equal footing, seeds and confidence intervals
+# # 05 — ALLoRA head to head: equal footing, task draws, exact tests and multiplicity control
 #
 # The ALLoRA paper (arXiv 2410.09692) reports a **+0.33-point** mean gain over LoRA, ALLoRA ahead in
 # 18 of 27 comparisons — without error bars, with the best of three eta² against a single LoRA setting.
 # This notebook shows the protocol toyllora uses instead (`toyllora.protocol`) and the statistics that
 # decide a "win" (`toyllora.protocol.stats`):
 #
-# 1. every method gets **the same learning-rate grid** (log2 steps), tuned on a *validation* split;
-# 2. the chosen setting is re-run on **fresh seeds** and scored on a *test* split;
-# 3. methods are compared by **paired differences** (same seeds), with a **bootstrap 95 % CI**;
-#    a win counts only when the interval excludes 0.
+# 1. every task is **drawn several times** (data seeds), so an interval covers the task as well as the seeds;
+# 2. every method gets **the same learning-rate grid and the same number of tuning runs**, tuned on a
+#    *validation* split; a pick at an edge of the grid **extends the grid**, and a pick still at an edge
+#    counts as a win for neither side;
+# 3. the chosen setting is re-run on **fresh seeds** and scored on a *test* split;
+# 4. methods are compared by **paired differences** (same draw, same seed), decided by an **exact sign-flip
+#    test** (every draw must agree), with **Holm's correction** over all the comparisons of a claim.
 #
 # Set `TOYLLORA_FAST=1` for the quick version used by the test suite.
 
@@ -36,13 +39,15 @@ from toyllora.protocol import stats
 from toyllora.claims.allora import _common
 
 FAST = os.environ.get("TOYLLORA_FAST", "0") == "1"
-BUDGET = protocol.budget(FAST)  # the protocol's sizes: steps, lr grid, seeds
+BUDGET = protocol.budget(FAST)  # the protocol's sizes: steps, lr grid, draws, seeds
 
 # %% [markdown]
-# ## Paired differences and the bootstrap
+# ## Paired differences and the sign-flip test
 #
 # Suppose two methods were run on the same 10 seeds. The seed-to-seed spread (here std 1) is much larger
-# than the true difference (0.3), but pairing removes the shared part of the noise.
+# than the true difference (0.3), but pairing removes the shared part of the noise. The sign-flip test asks
+# how often flipping the signs of the paired differences gives a mean as far from 0: with 10 pairs all of one
+# sign, 2 of the 1024 patterns — p ≈ 0.002. With only 4 pairs p can never go below 2/16: no win is possible.
 
 # %%
 rng = np.random.default_rng(0)
@@ -51,25 +56,27 @@ a = 50.0 + shared + rng.normal(0, 0.1, 10)   # method a: +0.3 on average
 b = 49.7 + shared + rng.normal(0, 0.1, 10)
 print("a:", stats.mean_std(a), " b:", stats.mean_std(b))
 print("unpaired means overlap, but paired:", stats.ci_text(stats.paired_difference(a, b)))
+print("smallest p with 4 pairs:", stats.min_p_value(4), " with 18:", stats.min_p_value(18))
 
 # %% [markdown]
-# ## One cell of the protocol
+# ## One task of the protocol
 #
 # The OLS toy with a low-rank shift (`ols-low`): LoRA (dropout 0.05, s = alpha/r = 4) against ALLoRA
 # (eta² = 4, s = 1), each tuned on its own on the same grid, under SGD and Adam. The short budget stands
 # for the paper's "2 epochs" regime, the long one for training to convergence.
 
 # %%
-task = protocol.make_task("ols-low", 0)
-results = {"ols-low": {m: protocol.method_results("ols-low", m, 0, BUDGET) for m in ("lora", "allora")}}
+results = {"ols-low": {m: _common.results("ols-low", m, 0, BUDGET) for m in ("lora", "allora")}}
 for opt in protocol.OPTIMIZERS:
     for b in protocol.BUDGETS:
         r = {m: results["ols-low"][m][opt][b] for m in ("lora", "allora")}
-        print(f"{opt:5s} {b:5s}  lr LoRA {r['lora']['lr']:.4g}  lr ALLoRA {r['allora']['lr']:.4g}  "
-              f"failed runs {r['lora']['n_failed']}/{r['allora']['n_failed']}")
+        print(f"{opt:5s} {b:5s}  lr LoRA {r['lora']['lr']:.4g} (edge: {r['lora']['at_edge']})  "
+              f"lr ALLoRA {r['allora']['lr']:.4g} (edge: {r['allora']['at_edge']})  "
+              f"tuning runs {r['lora']['tuning_runs']}/{r['allora']['tuning_runs']}")
 
 # %% [markdown]
-# The validation score over the learning-rate grid: the curve each method's tuning picks its maximum from.
+# The validation score over the learning-rate grid (extended where a pick sat at an edge): the curve each
+# method's tuning picks its maximum from.
 
 # %%
 from toyllora.plotting import figure
@@ -89,13 +96,13 @@ fig
 # %% [markdown]
 # ## The table the claims write
 #
-# `allora.vs-lora` writes exactly this kind of table (for every task, budget, optimizer and eta²) into its
-# measurements as `table_md`, and counts wins, ties and losses.
+# The claims write exactly this kind of table into their measurements as `table_md`, with Holm's correction
+# over all their comparisons, and count wins, ties and losses.
 
 # %%
-table, diffs = _common.diff_table(results, [("allora", "lora")])
-print(table)
-print(stats.tally(diffs))
+diffs = _common.decide(_common.compare_methods(results, [("allora", "lora")], ("ols-low",)))
+print(_common.diff_table(diffs))
+print(_common.tally(diffs))
 
 # %%
 _common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
@@ -103,34 +110,33 @@ _common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 # %% [markdown]
 # ## What to take away
 #
-# * A mean gain of a fraction of a point means nothing without its interval: with 10+ seeds the CI of a
-#   *paired* difference is often much narrower than the seed-to-seed spread, so small effects can be
-#   resolved — or shown to be absent.
+# * A mean gain of a fraction of a point means nothing without its interval and a test whose error rate
+#   holds at the sample size used: with 3 draws × 6 seeds the paired difference is often resolved far
+#   below the seed-to-seed spread — or shown to be absent.
 # * Under Adam a constant factor on a gradient cancels, so ALLoRA's "larger effective learning rate at
 #   B = 0" argument (an SGD argument) cannot carry over unchanged; see `allora.escape-speed` and
 #   `allora.adam-cancellation`.
-# * Run `toyllora run allora.vs-lora` for the whole grid of tasks.
+# * Run `toyllora run allora.vs-lora` for the whole grid of tasks and eta² arms.
 
 # %% [markdown]
 # ## The rest of the ledger, in miniature
 #
-# The same machinery answers the other head-to-head questions; here each is run on `ols-low` only (the
-# claims run every task):
+# The same machinery answers the other head-to-head questions; here each is run on `ols-low` only:
 #
+# * `allora.vs-plain-lora` — ALLoRA-0 against LoRA with s = 1 and no dropout ("why not simply remove both?").
+# * `allora.ablation` — the 2×2×2 factorial of dropout × scaling × adaptive factor.
 # * `allora.dropout-neutral` — ALLoRA against ALLoRA+D (dropout 0.05 put back); the paper says +0.06.
 # * `allora.family-ranking` — ALLoRA against ALLoRA-OD, ASF-LoRA and LoRA×eta (paper: +0.36, +1.10, +0.93).
-# * `allora.vs-baselines` — ALLoRA against LoRA without dropout (reviewers' question 4), rsLoRA, LoRA+,
-#   DoRA, PiSSA, Init[B] and scaled GD/AdamW; here only LoRA without dropout.
-# * `allora.eta-sensitivity` and `allora.robustness` — how much the tuned result moves over eta² (ALLoRA)
-#   against LoRA's (lr, alpha, dropout) grid.
-# * `allora.rank-sweep` — the ALLoRA − LoRA difference at r = 4 … 64.
-# * `allora.implicit-regularization` — the train–test gap of ALLoRA between LoRA without and with dropout
-#   and explicit ridge, on an over-parameterized toy.
+# * `allora.vs-baselines` — ALLoRA against LoRA without dropout, rsLoRA, LoRA+, DoRA, PiSSA, MiLoRA, LoRA-GA,
+#   Init[B], scaled GD/AdamW, AdaLoRA and MoRA, with each method's tuning budget and interior selections.
+# * `allora.eta-sensitivity` and `allora.robustness` — eta² at a fixed base rate and re-tuned; ALLoRA's eta²
+#   against LoRA's s over knobs of matched range.
+# * `allora.rank-sweep` — the ALLoRA − LoRA difference at r = 4 … 64, with every selection checked interior.
 
 # %%
-more = ("allora+D", "asf", "lora-d0") if FAST else ("allora+D", "allora-OD", "asf", "lora-x-eta", "lora-d0")
+more = ("lora-s1-d0", "allora+D") if FAST else ("lora-s1-d0", "allora+D", "allora-OD", "asf", "lora-x-eta")
 for m in more:
-    results["ols-low"][m] = protocol.method_results("ols-low", m, 0, BUDGET)
-table, diffs = _common.diff_table(results, [("allora", m) for m in more])
-print(table)
-print(stats.tally(diffs))
+    results["ols-low"][m] = _common.results("ols-low", m, 0, BUDGET)
+diffs = _common.decide(_common.compare_methods(results, [("allora", m) for m in more], ("ols-low",)))
+print(_common.diff_table(diffs))
+print(_common.tally(diffs))

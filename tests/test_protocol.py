@@ -109,7 +109,7 @@ def test_grids_and_seeds():
                 assert np.array_equal(protocol.lr_grid(o, b, m), 2.0 ** g)
             assert np.allclose(16.0 * protocol.lr_grid(o, b, "lora+16"), 2.0 ** g)  # B's lr spans the grid
         tune, final = protocol.seeds(0, b)
-        assert not set(tune) & set(final) and b.draws * len(final) >= 8  # paired units per comparison: the sign-flip test can reach p < 0.01
+        assert not set(tune) & set(final) and b.draws * len(final) >= 8  # paired units per comparison
 
 
 def test_deep_teacher_target_is_exact_without_noise():
@@ -138,13 +138,16 @@ def test_tune_and_test_selects_best_validation_lr_and_pairs_seeds():
 # -- the claims' comparison helpers and verdict rules, on synthetic results (no training) -------------
 
 
-def _fake_results(shift, n=12, seed=0):
-    """results[task][method][opt][budget] with allora = lora + shift (+ small noise)."""
+def _fake_results(shift, n_draws=3, per_draw=4, seed=0):
+    """results[task][method][opt][budget] tune_and_test entries with allora = lora + shift (+ small noise)."""
     rng = np.random.default_rng(seed)
+    n = n_draws * per_draw
+    groups = np.repeat(np.arange(n_draws), per_draw)
     out = {"toy": {}}
     base = {(b, o): rng.normal(50, 2, n) for b in protocol.BUDGETS for o in protocol.OPTIMIZERS}
     for m, s in (("lora", 0.0), ("allora", shift)):
-        out["toy"][m] = {o: {b: {"scores": base[b, o] + s + rng.normal(0, 0.05, n), "n_failed": 0}
+        out["toy"][m] = {o: {b: {"scores": base[b, o] + s + rng.normal(0, 0.05, n), "groups": groups,
+                                 "n_failed": 0, "at_edge": False, "lr": 0.1}
                              for b in protocol.BUDGETS} for o in protocol.OPTIMIZERS}
     return out
 
@@ -152,27 +155,33 @@ def _fake_results(shift, n=12, seed=0):
 @pytest.mark.parametrize("shift, expected", [(1.0, "supported"), (-1.0, "not supported"), (0.0, None)])
 def test_compare_and_vs_lora_rule(shift, expected):
     from toyllora.claims.allora import _common, vs_lora
-    from toyllora.protocol import stats
 
     res = _fake_results(shift)
-    table, diffs = _common.diff_table(res, [("allora", "lora")])
-    assert len(diffs) == 4 and table.count("\n") == 5
-    t = stats.tally(diffs)
-    verdict = vs_lora.verdict({"tally": t})
+    diffs = _common.decide(_common.compare_methods(res, [("allora", "lora")], ["toy"]))
+    table = _common.diff_table(diffs)
+    n = len(protocol.BUDGETS) * len(protocol.OPTIMIZERS)
+    assert len(diffs) == n and table.count("\n") == n + 1
+    per_opt = {o: _common.tally([d for d in diffs if d["optimizer"] == o]) for o in protocol.OPTIMIZERS}
+    verdict = vs_lora.verdict({"per_optimizer": per_opt})
     if expected is None:  # no true difference: never "supported"
         assert verdict != "supported"
     else:
         assert verdict == expected
-        assert t["mean_difference"] == pytest.approx(shift, abs=0.1)
+        assert _common.tally(diffs)["mean_difference"] == pytest.approx(shift, abs=0.1)
+    # a cell at a grid edge is a win for neither side
+    res["toy"]["allora"][protocol.OPTIMIZERS[0]][protocol.BUDGETS[0]]["at_edge"] = True
+    edged = _common.decide(_common.compare_methods(res, [("allora", "lora")], ["toy"]))
+    assert edged[0]["edge"] and edged[0]["win"] == 0
 
 
 def test_dropout_neutral_rule():
     from toyllora.claims.allora import dropout_neutral
 
-    tl = lambda mean, w, l, n=8: {"tally": {"n": n, "wins": w, "losses": l, "mean_difference": mean}}
-    assert dropout_neutral.verdict(tl(0.05, 1, 0)) == "supported"
-    assert dropout_neutral.verdict(tl(1.0, 6, 0)) == "not supported"
-    assert dropout_neutral.verdict(tl(0.1, 4, 1)) == "partly supported"
+    case = lambda negl, mat, n=12: {"n": n, "negligible": negl, "material": mat, "undetermined": n - negl - mat}
+    assert dropout_neutral.verdict(case(12, 0)) == "supported"
+    assert dropout_neutral.verdict(case(2, 6)) == "not supported"
+    assert dropout_neutral.verdict(case(6, 3)) == "partly supported"
+    assert dropout_neutral.verdict(case(3, 0)) == "inconclusive"
 
 
 def test_select_never_prefers_a_failing_setting():

@@ -70,6 +70,8 @@ CLAIMS = (
     "ripple.performance",
     "allora.input-gradient",
     "allora.vs-lora",
+    "allora.vs-plain-lora",
+    "allora.ablation",
     "allora.vs-baselines",
     "allora.dropout-neutral",
     "allora.family-ranking",

@@ -6,8 +6,8 @@ import dataclasses
 
 from toyllora import protocol
 from toyllora.claims import Setup, fmt
-from toyllora.claims.allora._common import EFFECT, PAPER, diff_table, plot_forest, run_protocol, tally_example
-from toyllora.protocol import stats
+from toyllora.claims.allora._common import (CORE_TASKS, EFFECT, PAPER, collect, compare_methods, decide,
+                                            diff_table, negligible, plot_forest, tally)
 
 STATEMENT = ("Putting dropout 0.05 back into ALLoRA (ALLoRA+D) changes little: the paper reports ALLoRA "
              "ahead of ALLoRA+D by only +0.06 on average.")
@@ -17,52 +17,77 @@ SOURCE = "paper"
 @dataclasses.dataclass(frozen=True)
 class Params:
     budget: protocol.Budget = protocol.FULL_BUDGET
-    tasks: tuple[str, ...] = protocol.TASKS
+    tasks: tuple[str, ...] = CORE_TASKS
 
 
 SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS))
 
 
 def rule(p: Params) -> str:
-    return (f"Same protocol on the tasks {fmt(p.tasks)}, eta² = {protocol.ETA2['allora']:g} for both. Paired "
-            f"differences ALLoRA − ALLoRA+D in every cell. supported if |mean difference over cells| <= {EFFECT:g} "
-            "points (the paper's headline effect) and at most 25% of cells show a significant difference (95% "
-            f"bootstrap CI excludes 0); not supported if |mean| > {EFFECT:g} and more than 50% of cells are "
-            "significant; otherwise partly supported.")
+    return (f"Same protocol on the tasks {fmt(p.tasks)}, eta² = {protocol.ETA2['allora']:g} for both, each with "
+            "its own tuned lr. Paired differences ALLoRA − ALLoRA+D in every cell (task × budget × optimizer), "
+            "paired by draw and seed. A 'negligible difference' is an equivalence statement, so it is decided "
+            f"by the interval: a cell is negligible if the 95% t-interval lies inside ±{EFFECT:g} points (the "
+            "paper's headline effect; two one-sided tests at 2.5% each), material if the sign-flip test is "
+            f"significant after Holm over the cells and the interval lies entirely beyond ±{EFFECT:g}, "
+            "undetermined otherwise (and so is a cell where either lr is still at a grid edge). Control: the same comparison "
+            "under Adam and SGD and at both budgets (dropout noise matters more for short runs). With N cells, "
+            "E negligible, M material: supported if M = 0 and E >= N/2; partly supported if 0 < M <= N/4 and "
+            "E >= N/2; not supported if M > N/4; otherwise inconclusive.")
+
+
+def classify(d: dict) -> str:
+    if d["edge"]:
+        return "undetermined"
+    if negligible(d):
+        return "negligible"
+    if d["win"] != 0 and (d["lo"] > EFFECT or d["hi"] < -EFFECT):
+        return "material"
+    return "undetermined"
 
 
 def measure(p: Params, seed: int) -> dict:
-    results = run_protocol(("allora", "allora+D"), seed, p.budget, p.tasks)
-    table, diffs = diff_table(results, [("allora", "allora+D")], seed)
-    return {"tally": stats.tally(diffs), "paper_mean": PAPER["dropout_neutral"], "diffs": diffs, "table_md": table}
+    res = collect(("allora", "allora+D"), seed, p.budget, p.tasks)
+    diffs = decide(compare_methods(res, [("allora", "allora+D")], p.tasks))
+    for d in diffs:
+        d["class"] = classify(d)
+    counts = {k: sum(d["class"] == k for d in diffs) for k in ("negligible", "material", "undetermined")}
+    return {"n": len(diffs), **counts, "tally": tally(diffs), "margin": EFFECT,
+            "paper_mean": PAPER["dropout_neutral"],
+            "per_optimizer": {o: {k: sum(d["class"] == k for d in diffs if d["optimizer"] == o)
+                                  for k in ("negligible", "material", "undetermined")} for o in protocol.OPTIMIZERS},
+            "diffs": diffs, "table_md": diff_table(diffs)}
 
 
 def verdict(m: dict) -> str:
-    t = m["tally"]
-    sig = (t["wins"] + t["losses"]) / t["n"]
-    if abs(t["mean_difference"]) <= EFFECT and sig <= 0.25:
-        return "supported"
-    if abs(t["mean_difference"]) > EFFECT and sig > 0.5:
+    n, e, mat = m["n"], m["negligible"], m["material"]
+    if mat > n / 4:
         return "not supported"
-    return "partly supported"
+    if e >= n / 2:
+        return "supported" if mat == 0 else "partly supported"
+    return "inconclusive"
 
 
 def plot(record: dict):
-    """Forest plot of ALLoRA − ALLoRA+D per cell (CI bars; wins green, losses red)."""
-    return plot_forest(record["measurements"]["diffs"], "ALLoRA − ALLoRA+D (dropout 0.05)")
+    """Forest plot of ALLoRA − ALLoRA+D per cell, with the ±margin band."""
+    fig = plot_forest(record["measurements"]["diffs"], "ALLoRA − ALLoRA+D (dropout 0.05)")
+    ax = fig.axes[0]
+    m = record["measurements"]["margin"]
+    ax.axvspan(-m, m, color="tab:blue", alpha=0.1, lw=0)
+    return fig
 
 
-def _case(mean, wins, losses, n=8):
-    return {"tally": tally_example(n, wins, losses, mean)}
+def _case(negl, mat, n=12):
+    return {"n": n, "negligible": negl, "material": mat, "undetermined": n - negl - mat}
 
 
 VERDICT_EXAMPLES = [
-    (_case(0.05, 1, 0), "supported"),
-    (_case(-0.33, 2, 0), "supported"),          # |mean| = 0.33 and 25% significant: both limits included
-    (_case(0.34, 1, 0), "partly supported"),    # |mean| just above 0.33, few significant
-    (_case(0.1, 2, 1), "partly supported"),     # 37.5% significant (> 25%), small mean
-    (_case(0.1, 6, 0), "partly supported"),     # many significant but a small mean
-    (_case(1.0, 4, 0), "partly supported"),     # large mean, exactly 50% significant (not > 50%)
-    (_case(1.0, 5, 0), "not supported"),        # large mean, 62.5% significant
-    (_case(-0.34, 3, 2), "not supported"),
+    (_case(6, 0), "supported"),              # E = N/2 exactly
+    (_case(12, 0), "supported"),
+    (_case(6, 3), "partly supported"),       # M = N/4 exactly
+    (_case(8, 1), "partly supported"),
+    (_case(5, 0), "inconclusive"),           # E just below N/2, nothing material
+    (_case(3, 2), "inconclusive"),
+    (_case(8, 4), "not supported"),          # M just above N/4
+    (_case(0, 12), "not supported"),
 ]

@@ -6,46 +6,63 @@ import dataclasses
 
 from toyllora import protocol
 from toyllora.claims import Setup, fmt
-from toyllora.claims.allora._common import (ahead_of, diff_table, plot_tallies, run_protocol, summary_table,
+from toyllora.claims.allora._common import (CORE_TASKS, ahead_of, budget_rows, budget_table, collect,
+                                            compare_methods, decide, diff_table, plot_tallies, selected_lrs,
                                             tally_example, tallies_by)
 
 STATEMENT = ("ALLoRA outperforms the other LoRA-family baselines (the paper: +0.33 over DoRA; the reviewers' "
-             "list: full fine-tuning, LoRA with and without dropout, rsLoRA, LoRA+, DoRA, PiSSA, Init[B], "
-             "scaled GD/AdamW).")
+             "list: full fine-tuning, LoRA with and without dropout, rsLoRA, LoRA+, DoRA, PiSSA, MiLoRA, "
+             "LoRA-GA, Init[B], scaled GD/AdamW, AdaLoRA, MoRA).")
 SOURCE = "review"
-BASELINES = ("full", "lora", "lora-d0", "rslora", "lora+16", "lora+tuned", "dora", "pissa", "init_b", "scaled")
+BASELINES = ("full", "lora", "lora-d0", "rslora", "lora+16", "lora+tuned", "dora", "pissa", "milora", "lora-ga",
+             "init_b", "scaled", "adalora", "mora")
 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
     budget: protocol.Budget = protocol.FULL_BUDGET
-    tasks: tuple[str, ...] = protocol.TASKS
+    tasks: tuple[str, ...] = CORE_TASKS
     baselines: tuple[str, ...] = BASELINES   # protocol methods ALLoRA is compared with
     allora: str = "allora"                   # one setting, eta² = 4, no best-of-three
 
 
 SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS,
-                                         baselines=("lora", "lora-d0", "lora+16", "scaled")))
+                                         baselines=("lora", "lora-d0", "adalora", "mora")))
 
 
 def rule(p: Params) -> str:
+    b = p.budget
     return (f"Same protocol on the tasks {fmt(p.tasks)}; ALLoRA at eta² = {protocol.ETA2[p.allora]:g} (one "
-            f"setting, no best-of-three). Baselines: {fmt(p.baselines)}. Against each baseline, over all cells: "
-            "ALLoRA is 'ahead' if its significant wins (95% bootstrap CI of the paired difference > 0) outnumber "
-            "its significant losses. supported if ahead of every baseline; partly supported if ahead of at least "
-            "half; otherwise not supported.")
+            f"setting, no best-of-three). Baselines: {fmt(p.baselines)} (a baseline that cannot be built on a "
+            "task's layers is left out of that task's cells and listed). Equal tuning budgets: every method "
+            f"gets {b.lr_points * b.tune_seeds * b.draws} base tuning runs per cell ({b.lr_points} learning "
+            f"rates × {b.tune_seeds} seeds × {b.draws} draws; lora+tuned spreads them over lr × ratio), plus "
+            f"one log2 step per extension while its pick sits at an edge (at most {b.max_extension} per side); "
+            "the budget table reports each method's runs and whether its selected lr was interior. Each "
+            "comparison ALLoRA − baseline in a cell: exact sign-flip test paired by draw and seed, Holm over "
+            "all comparisons of the claim, a cell with either lr still at an edge a tie. Control: the "
+            "baselines themselves (LoRA without dropout and with each published fix) under the same budget. "
+            "Against each baseline ALLoRA is 'ahead' if its significant wins outnumber its significant losses. "
+            "supported if ahead of every baseline; partly supported if ahead of at least half; otherwise not "
+            "supported.")
 
 
 def measure(p: Params, seed: int) -> dict:
     methods = p.baselines + (p.allora,)
-    results = run_protocol(methods, seed, p.budget, p.tasks)
-    table, diffs = diff_table(results, [(p.allora, b) for b in p.baselines], seed)
-    return {"per_baseline": tallies_by(diffs, "b", p.baselines), "diffs": diffs, "table_md": table,
-            "summary_md": summary_table(results, methods, seed=seed)}
+    res = collect(methods, seed, p.budget, p.tasks)
+    diffs = decide(compare_methods(res, [(p.allora, b) for b in p.baselines], p.tasks))
+    rows = budget_rows(res, methods, p.tasks, p.budget)
+    return {"per_baseline": tallies_by(diffs, "b", p.baselines),
+            "per_optimizer": {o: tallies_by([d for d in diffs if d["optimizer"] == o], "b", p.baselines)
+                              for o in protocol.OPTIMIZERS},
+            "not_applicable": {r["method"]: r.get("not_applicable", list(p.tasks)) for r in rows
+                               if r.get("not_applicable", list(p.tasks))},
+            "budget_md": budget_table(rows), "tuning_budget": rows, "diffs": diffs, "table_md": diff_table(diffs),
+            "selected_lr": selected_lrs(res)}
 
 
 def verdict(m: dict) -> str:
-    ahead = [ahead_of(t) for t in m["per_baseline"].values()]
+    ahead = [ahead_of(t) for t in m["per_baseline"].values() if t["n"] > 0]
     if all(ahead):
         return "supported"
     return "partly supported" if sum(ahead) >= len(ahead) / 2 else "not supported"
