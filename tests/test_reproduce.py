@@ -169,6 +169,9 @@ def test_cache_key_ignores_the_harness_docstrings_and_plots_but_not_science(tmp_
     strip = lambda s: registry._strip(ast.parse(s), drop_plots=True)
     assert strip(src) == strip(edited_plot) == strip('"""doc"""\n' + src)
     assert strip(src) != strip(edited_measure)
+    # the SETUP line is hashed by value instead (the picked variant), so a new fast setup keeps full records
+    with_setup = "SETUP = Setup(full=P(), fast=P(n=2))\n" + src
+    assert strip(with_setup) == strip(with_setup.replace("n=2", "n=3")) == strip(src)
     # registering another claim (the CLAIMS list of toyllora.claims) invalidates no record; FLAWS still counts
     pkg = 'FLAWS = ("a",)\nCLAIMS = ("a.x",)\n'
     reg = lambda s: registry._strip(ast.parse(s), drop_registry=True)

@@ -140,19 +140,28 @@ def _is_docstring(node) -> bool:
     return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
+def _assigns(node, name: str) -> bool:
+    """Whether ``node`` is a top-level assignment to ``name``."""
+    return isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
+        isinstance(t, ast.Name) and t.id == name for t in (node.targets if isinstance(node, ast.Assign)
+                                                           else [node.target]))
+
+
 def _is_registry_list(node) -> bool:
     """``CLAIMS = (...)`` in :mod:`toyllora.claims`: which claims exist, never how one is measured."""
-    return isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
-        isinstance(t, ast.Name) and t.id == "CLAIMS" for t in (node.targets if isinstance(node, ast.Assign)
-                                                               else [node.target]))
+    return _assigns(node, "CLAIMS")
 
 
 def _strip(tree: ast.Module, *, drop_plots: bool = False, drop_registry: bool = False) -> str:
-    """The module's code without docstrings (and without its figure code, or the registry list), as
-    normalized text."""
+    """The module's code without docstrings (and, for a claim, without its figure code and its ``SETUP``
+    line; for :mod:`toyllora.claims`, without the registry list), as normalized text."""
     body = []
     for node in tree.body:
-        if _is_docstring(node) or (drop_plots and _is_plot_code(node)) or (drop_registry and _is_registry_list(node)):
+        if _is_docstring(node) or (drop_registry and _is_registry_list(node)):
+            continue
+        # a claim's figure code, and its SETUP line: the setup a record ran with is hashed by value
+        # (cache_key's setup=...), so shrinking the fast smoke test keeps the full record current
+        if drop_plots and (_is_plot_code(node) or _assigns(node, "SETUP")):
             continue
         for sub in ast.walk(node):
             if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(sub.body) > 1 \
