@@ -38,7 +38,7 @@ FIX_EVIDENCE = {
     "dropout": ("dropout.allora-fix",),
     "zeroinit": ("zeroinit.escape-time", "zeroinit.allora-landscape"),
     "ripple": ("ripple.performance", "allora.input-gradient"),
-    "overall": ("allora.vs-lora",),
+    "overall": ("allora.vs-lora", "allora.vs-plain-lora"),
 }
 
 SCALAR_ROWS = 20  # scalar measurements shown in the open; the rest go into a <details> block
