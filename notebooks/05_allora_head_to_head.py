@@ -132,6 +132,8 @@ _common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 # * `allora.eta-sensitivity` and `allora.robustness` — eta² at a fixed base rate and re-tuned; ALLoRA's eta²
 #   against LoRA's s over knobs of matched range.
 # * `allora.rank-sweep` — the ALLoRA − LoRA difference at r = 4 … 64, with every selection checked interior.
+# * `allora.implicit-regularization` — the train–test gap of ALLoRA between LoRA without and with dropout
+#   and explicit ridge, on an over-parameterized toy.
 
 # %%
 more = ("lora-s1-d0", "allora+D") if FAST else ("lora-s1-d0", "allora+D", "allora-OD", "asf", "lora-x-eta")

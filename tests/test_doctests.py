@@ -31,15 +31,12 @@ def test_docstring_examples_run(name):
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     tests = [t for t in finder.find(module, name) if t.examples]
+    failed, attempted, report = 0, 0, []
     for t in tests:
-        runner.run(t, out=lambda s: None)
-    result = runner.summarize(verbose=False)
-    if result.failed:
-        report = []
-        for t in tests:  # rerun to collect the failing examples' text
-            r = doctest.DocTestRunner(optionflags=runner.optionflags)
-            buf = []
-            r.run(t, out=buf.append)
-            if r.failures:
-                report.append("".join(buf))
-        pytest.fail(f"{result.failed} of {result.attempted} examples failed in {name}:\n" + "\n".join(report)[:6000])
+        buf = []
+        r = runner.run(t, out=buf.append)
+        failed, attempted = failed + r.failed, attempted + r.attempted
+        if r.failed:
+            report.append("".join(buf))
+    if failed:
+        pytest.fail(f"{failed} of {attempted} examples failed in {name}:\n" + "\n".join(report)[:6000])

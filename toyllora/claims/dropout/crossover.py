@@ -48,8 +48,9 @@ def crossing(d, steps):
     censoring is ``"left"`` (``d > 0`` at the first step: T* = first step), ``"right"`` (``d`` never > 0: inf) or
     ``None``. (The first change, not the last: late dips of a noisy curve do not move the onset.)
 
-    >>> crossing([-1.0, -0.5, 0.5, 1.0], [10, 20, 40, 80])
-    (28.284271247461902, None)
+    >>> t_star, censoring = crossing([-1.0, -0.5, 0.5, 1.0], [10, 20, 40, 80])
+    >>> round(t_star, 9), censoring          # sqrt(20 · 40): halfway between 20 and 40 in log T
+    (28.284271247, None)
     >>> crossing([1.0, 2.0], [10, 20]), crossing([-1.0, -1.0], [10, 20])
     ((10.0, 'left'), (inf, 'right'))
     """
