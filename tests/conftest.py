@@ -34,9 +34,6 @@ def selected(claim_id: str) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:  # one xdist worker runs every test of the fast reproduce (and the run itself, once)
-        if "fast_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("fast_run"))
     if not ONLY:
         return
     keep, drop = [], []
