@@ -82,6 +82,11 @@ CLAIMS = (
     "allora.rank-sweep",
     "allora.implicit-regularization",
     "allora.overhead",
+    "transfer.zeroinit-escape",
+    "transfer.dropout-crossover",
+    "transfer.ripple",
+    "transfer.head-to-head",
+    "transfer.overhead",
 )
 
 

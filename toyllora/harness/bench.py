@@ -8,6 +8,9 @@ What one run measures (every comparison in interleaved rounds, medians with 95 %
   ``--against peft``, HF PEFT eager and ``torch.compile`` (:mod:`toyllora.harness.bench_torch`);
 * one ALLoRA / LoRA / DoRA training step of one layer (:mod:`toyllora.harness.bench_allora`), with the
   torch ``autograd.Function`` of the paper's listing beside it at ``d = 4096, r = 64``;
+* one LoRA fine-tuning sweep (lr grid × seeds) of the transfer rung's transformer as one compiled, vmapped
+  call: compile time, steps/s and the share of a same-shape matmul's GFLOP/s
+  (:mod:`toyllora.harness.bench_transformer`);
 * scaling with seeds, width and depth, and the sharded sweep on 1, 2, 4 devices
   (:mod:`toyllora.harness.bench_scale`), as tables and a log–log plot ``<out stem>_scale.png``;
 * on a GPU, the bf16-matmul variants (``jax.default_matmul_precision`` and bf16 inputs).
@@ -42,7 +45,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from toyllora.harness import bench_allora, bench_engine, bench_scale, bench_timing, io
+from toyllora.harness import bench_allora, bench_engine, bench_scale, bench_timing, bench_transformer, io
 
 AGAINST = ("peft",)
 AIMS = {  # name: (description, target, "min" = at least / "max" = at most)
@@ -262,6 +265,8 @@ def _print_report(result: dict) -> None:
     if "torch_ratios" in big:
         print(format_table([("torch step ratio", "median [95% CI]")] +
                            [(k, fmt_ci(v, digits=3)) for k, v in big["torch_ratios"].items()]))
+    if result.get("transformer"):
+        print(bench_transformer.describe(result["transformer"]))
     for name in bench_scale.SERIES:
         if name in result["scale"]:
             print(f"scaling with {name}:")
@@ -351,6 +356,7 @@ def main(out="results/bench.json", fast: bool = False, against: str | None = Non
             raise RuntimeError(f"bench: JAX and PyTorch disagree: {result['consistency']}")
     result["engine"] = toys(fast, torch_side, dev)
     result["allora"] = allora(fast, torch_side, dev)
+    result["transformer"] = bench_transformer.sweep_throughput(fast)
     result["scale"] = ({name: bench_scale.series(name, fast) for name, spec in bench_scale.SERIES.items()
                         if spec[2 if fast else 1]} if scale else {})
     result["sharding"] = (bench_scale.sharding() if scale and not fast else

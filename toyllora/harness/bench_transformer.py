@@ -1,6 +1,7 @@
 """Throughput of a LoRA fine-tuning sweep of the transformer: one compiled, vmapped ``Trainer.sweep``.
 
-Measures, for :class:`toyllora.models.TransformerLoRA` (LoRA r = 8 on q and v, Adam, mini-batches of 32
+Measures, for :class:`toyllora.models.TransformerLoRA` (the transfer rung's model of record,
+``toyllora.claims.transfer._common.ARCH``; LoRA r = 8 on q and v, Adam, mini-batches of 32
 sequences of 16 tokens, float32, the shifted mixture of :mod:`toyllora.data.sequences`):
 
 * ``compile_s``: first sweep call minus a second, identical one (tracing + XLA compilation);
@@ -78,8 +79,11 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int = 20) -> float:
 
 
 def sweep_throughput(fast: bool = False, base=None) -> dict:
-    """The numbers of the module docstring for the default model (``fast``: the fast model, fewer runs)."""
-    arch = tf.FAST if fast else tf.DEFAULT
+    """The numbers of the module docstring for the transfer rung's model of record (4 blocks, width 64;
+    ``fast``: the fast model, fewer runs)."""
+    from toyllora.claims.transfer import _common as transfer
+
+    arch = tf.FAST if fast else transfer.ARCH
     steps, lrs, seeds = (50, [1e-3, 3e-3], 2) if fast else (100, [1e-3, 3e-3], 4)
     if base is None:  # throughput does not depend on the weights' values
         base = tf.init_base(jax.random.key(0), arch)
@@ -106,12 +110,17 @@ def sweep_throughput(fast: bool = False, base=None) -> dict:
             "matmul_gflops": mm, "share": gflops / mm, "devices": [str(d) for d in jax.devices()]}
 
 
+def describe(r: dict) -> str:
+    """One line of :func:`sweep_throughput`'s numbers."""
+    return (f"transformer sweep ({r['n_params']} parameters, {r['runs']} runs × {r['steps']} steps, one vmapped "
+            f"call): compile {r['compile_s']:.1f} s, {r['run_steps_per_s']:.0f} run-steps/s, {r['gflops']:.2f} "
+            f"GFLOP/s = {100 * r['share']:.0f} % of a same-shape matmul ({r['matmul_gflops']:.1f} GFLOP/s)")
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     r = sweep_throughput(fast="--fast" in argv)
-    print(f"transformer sweep ({r['n_params']} parameters, {r['runs']} runs × {r['steps']} steps): "
-          f"compile {r['compile_s']:.1f} s, {r['run_steps_per_s']:.0f} run-steps/s, {r['gflops']:.2f} GFLOP/s "
-          f"= {100 * r['share']:.0f} % of a same-shape matmul ({r['matmul_gflops']:.1f} GFLOP/s)")
+    print(describe(r))
     return r
 
 

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time PyTorch + PEFT (eager; torch.compile in full mode) in the same run; "
                         "needs toyllora[peft], else exit 2 with one line saying how to install it")
     _add_cache(s)
-    s = sub.add_parser("pretrain", help="pre-train the base transformer once (cached as DIR/transformer*.npz)")
+    s = sub.add_parser("pretrain", help="pre-train the transfer rung's base transformer once (cached as DIR/transformer*.npz)")
     s.add_argument("--fast", action="store_true", help="the small model and budget (about 20 s)")
     s.add_argument("--out", type=Path, default=Path("results"), help="results folder holding the .npz")
     s.add_argument("--force", action="store_true", help="pre-train even when the cached file is current")
@@ -201,11 +201,13 @@ def _cmd_bench(args):
 
 def _cmd_pretrain(args):
     from toyllora import pretrain
+    from toyllora.claims.transfer import _common as transfer
     from toyllora.harness.reproduce import check_out_dir
 
     check_out_dir(args.out)
     _compile_cache(args, args.out)
-    res = pretrain.transformer(fast=args.fast, out=args.out, force=args.force, progress=True)
+    settings = transfer.PRETRAINING_FAST if args.fast else transfer.PRETRAINING   # the transfer claims' model
+    res = pretrain.transformer(settings, out=args.out, force=args.force, progress=True)
     rec = res.record
     how = "cached" if res.cached else f"pre-trained in {rec['seconds']:.1f} s"
     print(f"{res.path} ({how}): {rec['n_params']} parameters; test token accuracy "

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -327,6 +328,9 @@ def draw(c: Claim, record: dict, out_dir: Path) -> list[Path]:
     return io.save_figure(fig, Path(out_dir) / claims_pkg.file_stem(c.id))
 
 
+RESULTS_ENV = "TOYLLORA_RESULTS"  # the run's output folder, for what claims cache there (see claims/transfer)
+
+
 def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = "results",
         progress: bool | None = None) -> dict:
     """Run one claim under every master seed; write ``out_dir/<id>.json`` and its figure, atomically
@@ -336,6 +340,8 @@ def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".staging-{claim_id}-"))
+    previous = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(out_dir)   # where claims cache what they build once (the base transformer)
     try:
         t0 = time.perf_counter()
         measurements = measure_all(c, c.setup.pick(fast), seeds, progress)
@@ -349,3 +355,7 @@ def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = 
         return json.loads(text)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = previous

@@ -1,0 +1,308 @@
+"""What the ``transfer.*`` claims share: the pre-trained base transformer, its fine-tuning tasks and one
+tune-then-score protocol, the same in spirit as :mod:`toyllora.protocol` on the toys.
+
+The rung: a pre-norm decoder (:mod:`toyllora.models.transformer`) pre-trained once on the mixture
+``add, sub, copy, reverse, grammar`` (:mod:`toyllora.pretrain`, cached as ``.npz`` in the results folder)
+and LoRA fine-tuned on a shifted task (:mod:`toyllora.data.sequences`):
+
+* ``shifted``: next-token prediction on the shifted mixture (a new operation ``mul``, a permuted
+  sub-vocabulary ``map``, a changed grammar rule);
+* ``agree``: GLUE-like sequence classification (are two spans equal?), a new ``cls_head`` trained with the
+  adapters on the last position.
+
+Protocol (:func:`cell`): for one method, optimizer, task and master seed, ``draws`` task draws; on each,
+every learning rate of a log2 grid is run with ``tune_seeds`` tuning seeds and ``score_seeds`` scoring
+seeds in ONE compiled, vmapped sweep (:meth:`toyllora.train.Trainer.sweep`). The learning rate is picked
+per record (budget) on the tuning seeds' mean validation loss over all draws; while the pick sits at an edge
+of the grid, the grid is shifted by half its length toward that edge (at most ``max_extend`` times, the same
+compiled call). The score of a pick is measured on the scoring seeds only, on the test split: points
+``100 · (1 − test loss / base model's test loss)`` (higher is better; a run that diverged counts as the base
+model, 0 points). Scores are paired across methods by (draw, scoring seed), so every comparison is an exact
+sign-flip test with the draws as groups (:func:`toyllora.protocol.stats.paired_difference`), Holm within a
+claim.
+
+Example:
+    >>> b = Budget(steps=4, stride=2, batch=4, n_train=8, n_val=8, n_test=8, draws=1, tune_seeds=1,
+    ...            score_seeds=1, lr_points=2)
+    >>> b.records
+    [0, 2, 4]
+    >>> [round(x, 5) for x in lr_grid("adam", b)]
+    [0.00098, 0.00195]
+    >>> tune_seeds(b, master=0, draw=0), score_seeds(b, master=0, draw=0)
+    ([0], [500])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from toyllora import models, optim, pretrain
+from toyllora.data import Data, sequences
+from toyllora.models import transformer as tf
+from toyllora.protocol import methods as methods_lib
+from toyllora.protocol import stats
+from toyllora.train import Trainer
+
+# The base model of record: 4 blocks (depth for the ripple), width 64, 206,400 parameters; pre-trained with
+# the default schedule (1,500 AdamW steps). The smoke test uses the fast preset (2 blocks, 300 steps).
+ARCH = tf.TransformerConfig(width=64, heads=4, layers=4, mlp=256)
+PRETRAINING = pretrain.TransformerPretraining(arch=ARCH)
+PRETRAINING_FAST = pretrain.FAST_PRETRAINING
+TASKS = ("shifted", "agree")
+TASK_TEXT = {"shifted": "next-token prediction on the shifted mixture (mul, map, grammar_shifted)",
+             "agree": "GLUE-like classification: are two spans equal (agree)"}
+OPTIMIZERS = ("sgd", "adam")
+LR_START = {"adam": -10, "sgd": -5}   # log2 of the lowest learning rate of each optimizer's grid
+RESULTS_ENV = "TOYLLORA_RESULTS"       # the results folder the base model is cached in (set by the harness)
+DRAW_OFFSET, SCORE_OFFSET, MASTER_OFFSET = 1000, 500, 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The fine-tuning budget and the protocol's sample sizes (one frozen block of a claim's setup)."""
+
+    fast: bool = False        # the fast pre-trained model (2 blocks) instead of the model of record
+    steps: int = 100
+    stride: int = 25          # a record (validation and test loss) every ``stride`` steps
+    batch: int = 16
+    n_train: int = 256
+    n_val: int = 128
+    n_test: int = 128
+    draws: int = 2
+    tune_seeds: int = 2
+    score_seeds: int = 5
+    lr_points: int = 3
+    max_extend: int = 1
+    rank: int = 8
+    targets: tuple = ("q", "v")
+
+    def __post_init__(self):
+        for name in ("steps", "stride", "batch", "n_train", "n_val", "n_test", "draws", "tune_seeds",
+                     "score_seeds", "lr_points", "rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+        if self.steps % self.stride:
+            raise ValueError(f"stride: must divide steps = {self.steps}, got {self.stride}")
+        if self.batch > self.n_train:
+            raise ValueError(f"batch: must be <= n_train = {self.n_train}, got {self.batch}")
+        bad = [t for t in self.targets if t not in tf.TARGETS]
+        if bad or not self.targets:
+            raise ValueError(f"targets: unknown module {bad[0] if bad else None!r}; allowed: {tf.TARGETS}")
+
+    @property
+    def records(self) -> list[int]:
+        return list(range(0, self.steps + 1, self.stride))
+
+
+def budget_text(b: Budget) -> str:
+    model = ("the fast base model (2 blocks, width 64, 300 pre-training steps)" if b.fast else
+             "the base model of record (4 blocks, width 64, 206,400 parameters, 1,500 pre-training steps)")
+    return (f"{model}; LoRA rank {b.rank} on {'/'.join(b.targets)} of every block; {b.steps} steps, batch "
+            f"{b.batch}, {b.n_train} training sequences; {b.draws} task draws per master seed; lr tuned per "
+            f"budget on the validation loss of {b.tune_seeds} tuning seeds over a {b.lr_points}-point log2 grid "
+            f"(shifted by half its length at most {b.max_extend}× while the pick sits at an edge), scored on the "
+            f"test split of {b.score_seeds} fresh seeds per draw, in points 100 (1 − test loss / base model's)")
+
+
+# -- the base model ---------------------------------------------------------------------------------------
+
+
+def results_dir() -> str:
+    """Where the pre-trained base model is cached: ``$TOYLLORA_RESULTS`` (the harness sets it to the run's
+    output folder), else ``results``."""
+    return os.environ.get(RESULTS_ENV, "results")
+
+
+@functools.lru_cache(maxsize=2)
+def base_model(fast: bool) -> pretrain.PretrainedTransformer:
+    """The pre-trained base transformer (loaded from the results folder, pre-trained once when missing)."""
+    return pretrain.transformer(PRETRAINING_FAST if fast else PRETRAINING, out=results_dir(), progress=False)
+
+
+def base_summary(fast: bool) -> dict:
+    """The base model's parameters and pre-training / shifted-task accuracy, for the record."""
+    pt = base_model(fast)
+    rec = pt.record
+    return {"n_params": rec["n_params"], "layers": pt.arch.layers, "width": pt.arch.width,
+            "pretrain_acc": rec["pretrain"]["pretrain"]["acc"], "shifted_acc": rec["shifted"]["shifted"]["acc"],
+            "pretrain_seconds": rec.get("seconds")}
+
+
+# -- tasks --------------------------------------------------------------------------------------------------
+
+
+def arch_for(task: str, fast: bool) -> tf.TransformerConfig:
+    if task not in TASKS:
+        raise ValueError(f"task: unknown value {task!r}; allowed: {TASKS}")
+    arch = base_model(fast).arch
+    return arch.replace(head="classify", n_classes=2) if task == "agree" else arch
+
+
+def draw_seed(master: int, draw: int) -> int:
+    return MASTER_OFFSET * int(master) + int(draw)
+
+
+@functools.lru_cache(maxsize=32)
+def task_data(task: str, seed: int, n_train: int, n_val: int, n_test: int) -> Data:
+    """One task draw as a :class:`Data` whose evaluation set is the validation split followed by the test
+    split (``n_val`` then ``n_test`` rows): one run records both."""
+    name = "agree" if task == "agree" else None
+    if task == "shifted":
+        t = sequences.shifted_mixture(seed, n_train=n_train, n_val=n_val, n_test=n_test)
+    elif name:
+        t = sequences.task(name, seed, n_train=n_train, n_val=n_val, n_test=n_test)
+    else:
+        raise ValueError(f"task: unknown value {task!r}; allowed: {TASKS}")
+    return Data(t.data.X, t.data.Y, jnp.concatenate([t.data_val.X_test, t.data.X_test]),
+                jnp.concatenate([t.data_val.Y_test, t.data.Y_test]))
+
+
+def split_metrics(n_val: int):
+    """``metrics(model, base, frozen, params, data)`` recording validation and test loss and accuracy."""
+    def metrics(model, base, frozen, params, data):
+        Xv, Yv, Xt, Yt = data.X_test[:n_val], data.Y_test[:n_val], data.X_test[n_val:], data.Y_test[n_val:]
+        return {"val_loss": models.loss(model, frozen, params, Xv, Yv),
+                "test_loss": models.loss(model, frozen, params, Xt, Yt),
+                "test_acc": models.accuracy(model, frozen, params, Xt, Yt)}
+    return metrics
+
+
+# -- methods and optimizers --------------------------------------------------------------------------------
+
+
+def method_config(method: str, rank: int):
+    """A protocol method's :class:`~toyllora.config.LoraConfig` (:func:`toyllora.protocol.methods.method_config`)."""
+    return methods_lib.method_config(method, rank)
+
+
+def lr_grid(optimizer: str, b: Budget, shift: int = 0) -> list[float]:
+    """The optimizer's log2 learning-rate grid, shifted by ``shift`` points."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown value {optimizer!r}; allowed: {OPTIMIZERS}")
+    return [2.0 ** (LR_START[optimizer] + shift + k) for k in range(b.lr_points)]
+
+
+def _optimizer(name: str, lora_plus_ratio: float | None):
+    if lora_plus_ratio is None:
+        return name
+    return lambda hp: optim.lora_plus(hp["lr"], ratio=lora_plus_ratio, optimizer=name)
+
+
+@functools.lru_cache(maxsize=64)
+def make_trainer(method: str, optimizer: str, task: str, b: Budget, cfg=None) -> Trainer:
+    """The compiled-once trainer of a method (or of ``cfg`` when given) on a task's model."""
+    cfg = method_config(method, b.rank) if cfg is None else cfg
+    model = tf.TransformerLoRA(cfg, arch_for(task, b.fast), targets=b.targets)
+    ratio = 16.0 if method == "lora+16" else None
+    return Trainer(model, optimizer=_optimizer(optimizer, ratio), steps=b.steps, stride=b.stride,
+                   batch_size=b.batch, metrics=split_metrics(b.n_val))
+
+
+def tune_seeds(b: Budget, master: int, draw: int) -> list[int]:
+    return [DRAW_OFFSET * draw + MASTER_OFFSET * master + s for s in range(b.tune_seeds)]
+
+
+def score_seeds(b: Budget, master: int, draw: int) -> list[int]:
+    return [DRAW_OFFSET * draw + MASTER_OFFSET * master + SCORE_OFFSET + s for s in range(b.score_seeds)]
+
+
+# -- the protocol -----------------------------------------------------------------------------------------
+
+
+def _points(test_loss, base_loss, diverged):
+    pts = 100.0 * (1.0 - np.asarray(test_loss, np.float64) / base_loss)
+    return np.where(np.asarray(diverged)[..., None] >= 0, 0.0, np.nan_to_num(pts, nan=0.0))
+
+
+def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs) -> list[dict]:
+    """Every lr × (tuning + scoring seeds) run on every draw: per draw, arrays ``(lr, seed, record)``."""
+    base = base_model(b.fast).base
+    out = []
+    for d in range(b.draws):
+        data = task_data(task, draw_seed(master, d), b.n_train, b.n_val, b.n_test)
+        seeds = tune_seeds(b, master, d) + score_seeds(b, master, d)
+        h = tr.sweep(base, data, {"lr": np.asarray(lrs)}, seeds)
+        m = jax.tree.map(np.asarray, h.metrics)
+        base_val, base_test = float(m["val_loss"][0, 0, 0]), float(m["test_loss"][0, 0, 0])
+        div = np.asarray(h.diverged_step)
+        val = np.where(div[..., None] >= 0, base_val, np.nan_to_num(m["val_loss"], nan=base_val))
+        out.append({"val": val, "points": _points(m["test_loss"], base_test, div),
+                    "acc": np.asarray(m["test_acc"], np.float64), "diverged": div})
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=None, trainer=None) -> dict:
+    """The protocol for one method, optimizer and task (see the module docstring); cached, so the claims of
+    one process share their runs. ``cfg`` or a whole ``trainer`` replace the method's (``method`` then only
+    names the cell).
+
+    Returns ``{"lrs", "pick" (per record), "at_edge" (per record), "points" (record, draw·score seed),
+    "acc" (same), "val" (record, lr), "diverged" (count of runs)}``; ``points[k]`` are the scoring seeds'
+    points at the lr picked for record ``k``, ordered draw-major (pairs across methods).
+    """
+    tr = trainer if trainer is not None else make_trainer(method, optimizer, task, b, cfg)
+    runs, shift, lrs = {}, 0, []
+    T = b.tune_seeds
+    for _ in range(b.max_extend + 1):
+        new = [lr for lr in lr_grid(optimizer, b, shift) if lr not in runs]
+        if new:
+            batch = lr_grid(optimizer, b, shift)   # the full window: one compiled shape
+            res = _sweep(tr, b, task, master, batch)
+            for i, lr in enumerate(batch):
+                runs.setdefault(lr, [{k: r[k][i] for k in ("val", "points", "acc", "diverged")} for r in res])
+        lrs = sorted(runs)
+        final_val = np.array([np.mean([r["val"][:T, -1] for r in runs[lr]]) for lr in lrs])
+        i = int(np.argmin(final_val))
+        if 0 < i < len(lrs) - 1:
+            break
+        shift += (b.lr_points // 2 or 1) * (1 if i == len(lrs) - 1 else -1)
+    val = np.array([[np.mean([r["val"][:T, k] for r in runs[lr]]) for lr in lrs] for k in range(len(b.records))])
+    picks = np.argmin(val, axis=1)
+    points = np.array([np.concatenate([r["points"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
+    acc = np.array([np.concatenate([r["acc"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
+    return {"lrs": lrs, "pick": [lrs[p] for p in picks],
+            "at_edge": [bool(p == 0 or p == len(lrs) - 1) for p in picks],
+            "points": points, "acc": acc, "val": val,
+            "diverged": int(sum(int(np.sum(r["diverged"] >= 0)) for lr in lrs for r in runs[lr]))}
+
+
+def groups(b: Budget) -> np.ndarray:
+    """The draw label of each scoring pair (draw-major, as :func:`cell` orders them)."""
+    return np.repeat(np.arange(b.draws), b.score_seeds)
+
+
+def compare(a: dict, b_: dict, b: Budget, record: int = -1, name: str = "") -> dict:
+    """``a − b`` in points at one record: the exact sign-flip test with draws as groups; a cell where either
+    pick sits at a grid edge is flagged (it counts for neither side after :func:`holm`)."""
+    d = stats.paired_difference(a["points"][record], b_["points"][record], groups=groups(b))
+    d.update(name=name, edge=bool(a["at_edge"][record] or b_["at_edge"][record]),
+             lr_a=a["pick"][record], lr_b=b_["pick"][record])
+    return d
+
+
+def holm(diffs: list[dict]) -> list[dict]:
+    """Holm over a claim's comparisons; an edge comparison is then a win for neither side."""
+    out = stats.compare_all(diffs, "holm") if diffs else []
+    for d in out:
+        if d["edge"]:
+            d["win"] = 0
+    return out
+
+
+def summary(c: dict, record: int = -1) -> dict:
+    """A cell's JSON-ready summary at one record: pick, edge, mean points and accuracy."""
+    return {"lr": c["pick"][record], "at_edge": c["at_edge"][record], "points": float(np.mean(c["points"][record])),
+            "acc": float(np.mean(c["acc"][record])), "diverged_runs": c["diverged"], "grid": c["lrs"]}
+
+
+def diff_rows(diffs: list[dict]) -> list[list[str]]:
+    return [[d["name"], f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]", f"{d['p_adjusted']:.3g}",
+             {1: "win", -1: "loss", 0: "tie"}[d["win"]] + (" (edge)" if d["edge"] else "")] for d in diffs]
