@@ -79,6 +79,7 @@ CLAIMS = (
     "allora.robustness",
     "allora.escape-speed",
     "allora.adam-cancellation",
+    "allora.vs-adaptive-optimizers",
     "allora.rank-sweep",
     "allora.implicit-regularization",
     "allora.overhead",
