@@ -176,7 +176,9 @@ except ValueError as e:
 #
 # LoRA multiplies the branch by `s = α/r`; rsLoRA (arXiv 2312.03732) uses `α/√r` so that the update does
 # not shrink as the rank grows; ALLoRA drops `s` altogether (`s = 1`). `toyllora.conventions.scale` is the
-# only function that computes it.
+# only function that computes it. Which one keeps the *learning speed* independent of the rank depends on the
+# optimizer: `lora.rank-stability` measures it (under SGD α/√r is rank-stable; under Adam, whose steps are
+# per coordinate, α/r is).
 
 # %%
 ranks = np.array([1, 2, 4, 8, 16, 32, 64])

@@ -83,6 +83,7 @@ CLAIMS = (
     "allora.rank-sweep",
     "allora.implicit-regularization",
     "allora.overhead",
+    "lora.rank-stability",
 )
 
 
