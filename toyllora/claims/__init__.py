@@ -84,6 +84,7 @@ CLAIMS = (
     "allora.implicit-regularization",
     "allora.overhead",
     "lora.rank-stability",
+    "lora.lora-plus-width",
 )
 
 
