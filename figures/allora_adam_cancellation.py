@@ -1,4 +1,4 @@
-"""allora.adam-cancellation: Relative distance of ALLoRA's ΔW trajectory from LoRA's, per adapt, under SGD and Adam.
+"""allora.adam-cancellation: Relative distance of ALLoRA's ΔW trajectory from LoRA's (each at its own tuned lr), SGD and Adam.
 
 Command: ``python figures/allora_adam_cancellation.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.adam-cancellation``).

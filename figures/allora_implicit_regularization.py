@@ -1,4 +1,4 @@
-"""allora.implicit-regularization: Train–test gap per method (mean ± std over seeds), SGD and Adam side by side.
+"""allora.implicit-regularization: Train–test gap and test loss per method (mean ± std over draws × seeds), SGD and Adam side by side.
 
 Command: ``python figures/allora_implicit_regularization.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.implicit-regularization``).

@@ -176,7 +176,10 @@ except ValueError as e:
 #
 # LoRA multiplies the branch by `s = α/r`; rsLoRA (arXiv 2312.03732) uses `α/√r` so that the update does
 # not shrink as the rank grows; ALLoRA drops `s` altogether (`s = 1`). `toyllora.conventions.scale` is the
-# only function that computes it.
+# only function that computes it. Which one keeps the *learning speed* independent of the rank depends on the
+# optimizer: `lora.rank-stability` measures it (under SGD α/√r is rank-stable; under Adam, whose steps are
+# per coordinate, α/r is). LoRA+ (arXiv 2402.12354) instead gives B a learning rate λ times A's;
+# `lora.lora-plus-width` measures whether λ > 1 helps, and whether it helps more at a larger width.
 
 # %%
 ranks = np.array([1, 2, 4, 8, 16, 32, 64])

@@ -133,7 +133,10 @@ _common.plot_forest(diffs, "ALLoRA − LoRA on ols-low")
 #   against LoRA's s over knobs of matched range.
 # * `allora.rank-sweep` — the ALLoRA − LoRA difference at r = 4 … 64, with every selection checked interior.
 # * `allora.implicit-regularization` — the train–test gap of ALLoRA between LoRA without and with dropout
-#   and explicit ridge, on an over-parameterized toy.
+#   and explicit ridge, on an over-parameterized toy; a smaller gap counts only at a test loss no worse.
+# * `allora.vs-adaptive-optimizers` — "what is the difference to an adaptive optimizer?": ALLoRA composed
+#   with Adam, Adafactor and row-normalized SGD against LoRA under the same optimizer, and ALLoRA under SGD
+#   against LoRA under each of them.
 
 # %%
 more = ("lora-s1-d0", "allora+D") if FAST else ("lora-s1-d0", "allora+D", "allora-OD", "asf", "lora-x-eta")
