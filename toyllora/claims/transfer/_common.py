@@ -13,9 +13,9 @@ and LoRA fine-tuned on a shifted task (:mod:`toyllora.data.sequences`):
 Protocol (:func:`cell`): for one method, optimizer, task and master seed, ``draws`` task draws; on each,
 every learning rate of a log2 grid is run with ``tune_seeds`` tuning seeds and ``score_seeds`` scoring
 seeds in ONE compiled, vmapped sweep (:meth:`toyllora.train.Trainer.sweep`). The learning rate is picked
-per record (budget) on the tuning seeds' mean validation loss over all draws; while the pick sits at an edge
-of the grid, the grid is shifted by half its length toward that edge (at most ``max_extend`` times, the same
-compiled call). The score of a pick is measured on the scoring seeds only, on the test split: points
+per record (budget) on the tuning seeds' mean validation loss over all draws; while the pick of any budget
+sits at an edge of the grid, a new window of as many points is added beyond that edge (at most
+``max_extend`` windows, the same compiled call; the top edge first). The score of a pick is measured on the scoring seeds only, on the test split: points
 ``100 · (1 − test loss / base model's test loss)`` (higher is better; a run that diverged counts as the base
 model, 0 points). Scores are paired across methods by (draw, scoring seed), so every comparison is an exact
 sign-flip test with the draws as groups (:func:`toyllora.protocol.stats.paired_difference`), Holm within a
@@ -27,7 +27,7 @@ Example:
     >>> b.records
     [0, 2, 4]
     >>> [round(x, 5) for x in lr_grid("adam", b)]
-    [0.00098, 0.00195]
+    [0.00195, 0.00391]
     >>> tune_seeds(b, master=0, draw=0), score_seeds(b, master=0, draw=0)
     ([0], [500])
 """
@@ -58,7 +58,7 @@ TASKS = ("shifted", "agree")
 TASK_TEXT = {"shifted": "next-token prediction on the shifted mixture (mul, map, grammar_shifted)",
              "agree": "GLUE-like classification: are two spans equal (agree)"}
 OPTIMIZERS = ("sgd", "adam")
-LR_START = {"adam": -10, "sgd": -5}   # log2 of the lowest learning rate of each optimizer's grid
+LR_START = {"adam": -9, "sgd": -4}    # log2 of the lowest learning rate of each optimizer's grid
 RESULTS_ENV = "TOYLLORA_RESULTS"       # the results folder the base model is cached in (set by the harness)
 DRAW_OFFSET, SCORE_OFFSET, MASTER_OFFSET = 1000, 500, 100_000
 
@@ -78,7 +78,7 @@ class Budget:
     tune_seeds: int = 2
     score_seeds: int = 5
     lr_points: int = 3
-    max_extend: int = 1
+    max_extend: int = 2
     rank: int = 8
     targets: tuple = ("q", "v")
 
@@ -107,7 +107,8 @@ def budget_text(b: Budget) -> str:
     return (f"{model}; LoRA rank {b.rank} on {'/'.join(b.targets)} of every block; {b.steps} steps, batch "
             f"{b.batch}, {b.n_train} training sequences; {b.draws} task draws per master seed; lr tuned per "
             f"budget on the validation loss of {b.tune_seeds} tuning seeds over a {b.lr_points}-point log2 grid "
-            f"(shifted by half its length at most {b.max_extend}× while the pick sits at an edge), scored on the "
+            f"(a window of {b.lr_points} more points added beyond an edge, at most {b.max_extend}×, while the pick of any "
+            f"budget sits there; a pick still at an edge is a tie), scored on the "
             f"test split of {b.score_seeds} fresh seeds per draw, in points 100 (1 − test loss / base model's)")
 
 
@@ -251,21 +252,26 @@ def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=Non
     tr = trainer if trainer is not None else make_trainer(method, optimizer, task, b, cfg)
     runs, shift, lrs = {}, 0, []
     T = b.tune_seeds
-    for _ in range(b.max_extend + 1):
-        new = [lr for lr in lr_grid(optimizer, b, shift) if lr not in runs]
-        if new:
-            batch = lr_grid(optimizer, b, shift)   # the full window: one compiled shape
-            res = _sweep(tr, b, task, master, batch)
-            for i, lr in enumerate(batch):
-                runs.setdefault(lr, [{k: r[k][i] for k in ("val", "points", "acc", "diverged")} for r in res])
+    low, high = 0, 0                               # the shifts of the lowest and highest window run so far
+    for extension in range(b.max_extend + 1):
+        window = lr_grid(optimizer, b, shift)        # a whole window per sweep: one compiled shape
+        res = _sweep(tr, b, task, master, window)
+        for i, lr in enumerate(window):
+            runs[lr] = [{k: r[k][i] for k in ("val", "points", "acc", "diverged")} for r in res]
         lrs = sorted(runs)
-        final_val = np.array([np.mean([r["val"][:T, -1] for r in runs[lr]]) for lr in lrs])
-        i = int(np.argmin(final_val))
-        if 0 < i < len(lrs) - 1:
+        val = np.array([[np.mean([r["val"][:T, k] for r in runs[lr]]) for lr in lrs]
+                        for k in range(len(b.records))])
+        picks = np.argmin(val[1:], axis=1)          # every budget (record 0 is the base model)
+        up, down = bool(np.any(picks == len(lrs) - 1)), bool(np.any(picks == 0))
+        if extension == b.max_extend or not (up or down):
             break
-        shift += (b.lr_points // 2 or 1) * (1 if i == len(lrs) - 1 else -1)
-    val = np.array([[np.mean([r["val"][:T, k] for r in runs[lr]]) for lr in lrs] for k in range(len(b.records))])
-    picks = np.argmin(val, axis=1)
+        if up:                                       # extend toward the top first, then the bottom
+            high += b.lr_points
+            shift = high
+        else:
+            low -= b.lr_points
+            shift = low
+    picks = np.concatenate([[0], picks])
     points = np.array([np.concatenate([r["points"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
     acc = np.array([np.concatenate([r["acc"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
     return {"lrs": lrs, "pick": [lrs[p] for p in picks],
