@@ -57,7 +57,9 @@ def verdict_label(rec: dict) -> str:
         return rec["verdict"]
     if st["label"] == "stable":
         n = sum(st["counts"].values())
-        return f"{rec['verdict']} (stable, {n} seed{'s' if n != 1 else ''})"
+        if n == 1:
+            return f"{rec['verdict']} (1 master seed: stability not measured)"
+        return f"{rec['verdict']} (stable, {n} seeds)"
     order = sorted(st["counts"].items(), key=lambda kv: (-kv[1], VERDICTS.index(kv[0])))
     counts = ", ".join(f"{n} {v}" for v, n in order)
     return f"{rec['verdict']} (unstable: {counts})"
@@ -148,7 +150,8 @@ def transfer_cell(rec: dict, by_id: dict, rung: dict) -> str:
     if not (is_stable(rec) and is_stable(other)):
         return f"unstable (`{other['id']}`: {verdict_label(other)})"
     word = "agrees" if other["verdict"] == rec["verdict"] else "differs"
-    return f"{word} (`{other['id']}`: {other['verdict']})"
+    one = sum(other.get("stability", {}).get("counts", {}).values()) == 1
+    return f"{word} (`{other['id']}`: {other['verdict']}{', 1 master seed' if one else ''})"
 
 
 def both_rungs(topic: str, by_id: dict, rung: dict) -> str:
