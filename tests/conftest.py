@@ -33,7 +33,14 @@ def selected(claim_id: str) -> bool:
     return not ONLY or claim_id.startswith(ONLY)
 
 
+def _uses_fast_run(item) -> bool:
+    return "fast_run" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config, items):
+    # the tests that read the session's fast reproduce last (a stable sort, the same order in every xdist
+    # worker): while the first worker runs it (see `_start_fast_run`), the others run everything else
+    items.sort(key=_uses_fast_run)
     if not ONLY:
         return
     keep, drop = [], []
@@ -115,3 +122,14 @@ def fast_run(tmp_path_factory):
         tmp.write_text(json.dumps(dict(run, out=str(run["out"]))))
         tmp.replace(result)
         return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_fast_run(request):
+    """Under pytest-xdist, worker gw0 runs the session's fast reproduce before its first test (if any test of
+    the session reads it), so that it is ready, or nearly, when the other workers reach those tests."""
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw0" and any(_uses_fast_run(i) for i in request.session.items):
+        try:
+            request.getfixturevalue("fast_run")
+        except Exception:  # noqa: BLE001 -- the tests that read it report the error; the others run on
+            pass
