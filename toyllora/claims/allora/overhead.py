@@ -100,8 +100,8 @@ def plot(record: dict):
         ci = np.array([c["ratio_ci95"][m] for c in data["cases"]])
         err = np.clip(np.stack([med - ci[:, 0], ci[:, 1] - med]), 0, None)
         ax.bar(xs, med, w, yerr=err, capsize=3, label=m)
-        ax.plot(xs, [c["flops_ratio"][m] for c in data["cases"]], "k_", ms=12, mew=2,
-                label="XLA flops ratio" if k == 0 else None)
+        ax.plot(xs, [c["flops_ratio"][m] for c in data["cases"]], "D", color="0.25", mfc="white", ms=6, mew=1.5,
+                ls="none", label="XLA flops ratio (deterministic)" if k == 0 else None)
     ax.axhline(LIMIT, color="k", ls=":", lw=0.8, label=f"{LIMIT}× LoRA")
     ax.axhline(PARTLY_LIMIT, color="k", ls="--", lw=0.8, label=f"{PARTLY_LIMIT}× LoRA")
     ax.set_xticks(x, [f"d={c['d']}, r={c['r']}, n={c['n']}" for c in data["cases"]])
