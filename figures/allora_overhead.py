@@ -1,4 +1,4 @@
-"""allora.overhead: Step time relative to LoRA's per method and size, with the 1.05× line.
+"""allora.overhead: Step time relative to LoRA's per method and size (median, 95 % interval as error bars), XLA's flops ratio as a marker, and the 1.05× and 1.25× lines.
 
 Command: ``python figures/allora_overhead.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only allora.overhead``).

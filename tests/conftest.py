@@ -33,7 +33,14 @@ def selected(claim_id: str) -> bool:
     return not ONLY or claim_id.startswith(ONLY)
 
 
+def _uses_fast_run(item) -> bool:
+    return "fast_run" in getattr(item, "fixturenames", ())
+
+
 def pytest_collection_modifyitems(config, items):
+    # the tests that read the session's fast reproduce last (a stable sort, the same order in every xdist
+    # worker): while the first worker runs it (see `_start_fast_run`), the others run everything else
+    items.sort(key=_uses_fast_run)
     if not ONLY:
         return
     keep, drop = [], []
@@ -52,16 +59,11 @@ WRITE_EVENTS = {"open", "os.rename", "os.mkdir", "os.remove", "os.rmdir", "shuti
 DIR_FD_ARG = {"os.rename": 2, "os.mkdir": 2, "os.remove": 1, "os.rmdir": 1, "os.chmod": 2}
 
 
-@pytest.fixture(scope="session")
-def fast_run(tmp_path_factory):
-    """``toyllora reproduce --fast`` in-process, once per session, with an audit hook recording every path
-    opened for writing, created, renamed or removed (to check nothing is written outside the folder).
-
-    Returns ``{"out", "rc", "seconds", "written", "code"}``; every claim's fast record is ``out/<id>.json``.
-    """
+def _fast_reproduce(out: Path) -> dict:
+    """``toyllora reproduce --fast`` into ``out`` in-process, with an audit hook recording every path opened
+    for writing, created, renamed or removed (to check nothing is written outside the folder)."""
     from toyllora.harness import cli, io
 
-    out = tmp_path_factory.mktemp("reproduce") / "results"
     written, active = [], [True]
 
     def hook(event, args):  # must never raise: an exception here would break the audited call
@@ -90,3 +92,44 @@ def fast_run(tmp_path_factory):
     finally:
         active[0] = False
     return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory):
+    """``toyllora reproduce --fast`` of every (selected) claim, once per pytest session, audited
+    (:func:`_fast_reproduce`).
+
+    Under pytest-xdist the first worker to ask runs it, holding a lock in the session's shared temp folder,
+    and writes its result (the audit's list of written paths included) beside the output; the other workers
+    wait for the lock and read that result (pytest-xdist's "session-scoped fixtures executed only once").
+    Returns ``{"out", "rc", "seconds", "written", "code"}``; every claim's fast record is ``out/<id>.json``.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process: nothing to share
+        return _fast_reproduce(tmp_path_factory.mktemp("reproduce") / "results")
+    import json
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent   # this session's folder, common to all its workers
+    result = shared / "fast_run.json"
+    with FileLock(str(shared / "fast_run.lock")):
+        if result.is_file():
+            run = json.loads(result.read_text())
+            return dict(run, out=Path(run["out"]))
+        (shared / "reproduce").mkdir(exist_ok=True)   # before the audit: only the output folder is written
+        run = _fast_reproduce(shared / "reproduce" / "results")
+        tmp = result.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(run, out=str(run["out"]))))
+        tmp.replace(result)
+        return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_fast_run(request):
+    """Under pytest-xdist, worker gw0 runs the session's fast reproduce before its first test (if any test of
+    the session reads it), so that it is ready, or nearly, when the other workers reach those tests."""
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw0" and any(_uses_fast_run(i) for i in request.session.items):
+        try:
+            request.getfixturevalue("fast_run")
+        except Exception:  # noqa: BLE001 -- the tests that read it report the error; the others run on
+            pass

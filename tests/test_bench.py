@@ -23,6 +23,17 @@ def test_median_ci_covers_the_median_and_interleaved_times_every_candidate():
         bench_timing.interleaved({"a": lambda: None}, 0)
 
 
+def test_alternate_rounds_reverse_the_order_and_the_xla_cost_of_a_step_is_deterministic():
+    calls = []
+    bench_timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warm=0,
+                             alternate=True)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    cost = lambda: bench_allora.step_candidates(16, 2, 4, methods=("lora", "allora_naive"))["cost"]
+    first = cost()
+    assert first == cost() and first["allora_naive"]["flops"] > first["lora"]["flops"] > 0   # it forms B A
+    assert first["lora"]["bytes_accessed"] > 0
+
+
 def test_against_peft_without_torch_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_torch, "missing", lambda: "PyTorch + PEFT not installed (torch missing); "
                         'install them with pip install "toyllora[peft]"')

@@ -3,6 +3,8 @@ the 1/√N law and the masks-for-accuracy count behind dropout.concentration, th
 the expected-loss minimizer (dropout.iterates, dropout.steps-vs-stepsize), and the helpers of the dropout claims
 (toyllora.claims.dropout: the flat run engine, subsets, selection, crossings)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +118,24 @@ def test_mc_average_rms_is_std_over_sqrt_n(seed):
     assert abs(ms / (var / N) - 1) <= 5 * np.sqrt(2 / reps)
 
 
+LOSS_CHUNK = 2**16
+
+
+@functools.lru_cache(maxsize=None)
+def _chunk_losses(cfg):
+    return jax.jit(jax.vmap(lambda W, p, X, Y, k: dt.sampled_loss(W, p, X, Y, cfg, k), in_axes=(None,) * 4 + (0,)))
+
+
+def _sampled_losses(W, p, X, Y, cfg, keys) -> np.ndarray:
+    """``dt.sampled_loss`` under each key, in fixed-size jitted chunks (the last padded): one compiled program
+    for every mask count, instead of one per count."""
+    n = keys.shape[0]
+    sel = np.arange(-(-n // LOSS_CHUNK) * LOSS_CHUNK) % n
+    fn = _chunk_losses(cfg)
+    out = [np.asarray(fn(W, p, X, Y, keys[sel[i:i + LOSS_CHUNK]]), np.float64) for i in range(0, sel.size, LOSS_CHUNK)]
+    return np.concatenate(out)[:n]
+
+
 @given(st.integers(0, 2**16), st.sampled_from([0.01, 0.05]))
 def test_masks_for_accuracy_gives_the_stated_rms_error(seed, accuracy):
     """With N = (Std/(ε·E L))² masks, the N-mask average is ε·E L from E L in RMS (dropout.concentration's count)."""
@@ -123,12 +143,11 @@ def test_masks_for_accuracy_gives_the_stated_rms_error(seed, accuracy):
     cfg = LoraConfig(rank=2, alpha=2.0, keep=0.7, dropout_site="bottleneck", init="both")
     W, p = models.LinearLoRA(cfg).init(jax.random.key(seed), t.W0)
     closed = float(dt.expected_loss(W, p, t.data.X, t.data.Y, cfg))
-    probe = np.asarray(jax.vmap(lambda k: dt.sampled_loss(W, p, t.data.X, t.data.Y, cfg, k))(
-        jax.random.split(jax.random.key(seed + 1), 4000)), np.float64)
+    probe = _sampled_losses(W, p, t.data.X, t.data.Y, cfg, jax.random.split(jax.random.key(seed + 1), 4000))
     N = int(np.ceil(dt.masks_for_accuracy(probe.std(ddof=1), closed, accuracy)))
     reps = 1000
-    vals = np.asarray(jax.vmap(lambda k: dt.sampled_loss(W, p, t.data.X, t.data.Y, cfg, k))(
-        jax.random.split(jax.random.key(seed + 2), reps * N)), np.float64).reshape(reps, N)
+    vals = _sampled_losses(W, p, t.data.X, t.data.Y, cfg,
+                           jax.random.split(jax.random.key(seed + 2), reps * N)).reshape(reps, N)
     rms = np.sqrt(np.mean((vals.mean(1) - closed) ** 2))
     # the RMS over `reps` repetitions has relative SE ≈ sqrt(1/(2 reps)); σ from 4000 probes adds ≈ sqrt(1/8000)
     assert abs(rms / (accuracy * closed) - 1) <= 5 * np.sqrt(1 / (2 * reps) + 1 / 8000) + 1 / N

@@ -381,10 +381,15 @@ def test_end_to_end_rerun_of_a_claim_is_byte_identical(fast_run, tmp_path):
         assert (tmp_path / fig).read_bytes() == (out / fig).read_bytes(), fig
 
 
-def test_end_to_end_second_run_is_all_cached(fast_run, monkeypatch):
+def test_end_to_end_second_run_is_all_cached(fast_run, monkeypatch, tmp_path):
+    """A second reproduce over the session's records reruns nothing (in a copy of the folder: the xdist
+    workers share the original and read it meanwhile)."""
+    import shutil
+
     skip_if_source_changed(fast_run)
+    out = shutil.copytree(fast_run["out"], tmp_path / "results")
     monkeypatch.setattr(registry, "run", lambda *a, **k: pytest.fail(f"reran {a} although cached"))
-    res = reproduce.reproduce(fast_run["out"], fast=True, progress=False)
+    res = reproduce.reproduce(out, fast=True, progress=False)
     assert res["cached"] == list(registry.all_claims()) and not res["ran"]
 
 

@@ -2,8 +2,10 @@
 
 One training step = forward ``W x + branch`` (frozen W included) + backward + SGD update, float32,
 ``jax.jit``, timed with ``block_until_ready``. The methods are timed in interleaved rounds (one step of
-each per round) so that load on a shared machine hits them alike; the reported ratio to LoRA is the median
-over rounds of the per-round ratio, with its quartiles.
+each per round, every other round in reverse order) so that load on a shared machine hits them alike; the
+reported ratio to LoRA is the median over rounds of the per-round ratio, with its quartiles and a
+distribution-free 95 % interval. Beside the wall times, XLA's cost analysis of each compiled step (flops,
+bytes accessed) gives a deterministic cost.
 
 Methods:
   * ``lora``: ``W x + s·B A x`` by plain autodiff (:func:`toyllora.lora.apply`).
@@ -125,33 +127,36 @@ def _params(method: str, cfg: LoraConfig, W, A, B):
 
 
 def step_candidates(d: int, r: int, n: int, methods=METHODS) -> dict:
-    """One warmed step callable per method at one size (each blocks until its result is ready), and the
-    inputs as numpy arrays ``(W, x, y, A, B)`` for another framework to time the same step on."""
+    """One warmed step callable per method at one size (each blocks until its result is ready), XLA's cost
+    analysis of each compiled step (``cost[method] = {"flops", "bytes_accessed"}``), and the inputs as numpy
+    arrays ``(W, x, y, A, B)`` for another framework to time the same step on."""
     W, x, y, A, B = _case_inputs(d, r, n)
-    fns = {}
+    fns, cost = {}, {}
     for m in methods:
         step, cfg = _make_step(m, r)
         params = _params(m, cfg, W, A, B)
-        jax.block_until_ready(step(params, W, x, y))   # compile
-        jax.block_until_ready(step(params, W, x, y))   # warm
-        fns[m] = lambda step=step, params=params: jax.block_until_ready(step(params, W, x, y))
-    return {"fns": fns, "inputs": tuple(np.asarray(a) for a in (W, x, y, A, B))}
+        compiled = step.lower(params, W, x, y).compile()
+        cost[m] = bench_timing.xla_cost(compiled)
+        jax.block_until_ready(compiled(params, W, x, y))   # warm
+        fns[m] = lambda compiled=compiled, params=params: jax.block_until_ready(compiled(params, W, x, y))
+    return {"fns": fns, "cost": cost, "inputs": tuple(np.asarray(a) for a in (W, x, y, A, B))}
 
 
 def time_case(d: int, r: int, n: int, repeats: int, methods=METHODS) -> dict:
-    """Median step time (ms) of each method at one size, and the per-round ratios to LoRA (median,
-    quartiles and a distribution-free 95 % interval of the median)."""
-    fns = step_candidates(d, r, n, methods)["fns"]
-    timed = bench_timing.interleaved(fns, repeats, warm=0)   # interleaved: load hits every method alike
-    return summarize_case(d, r, n, timed, methods)
+    """Median step time (ms) of each method at one size, the per-round ratios to LoRA (median, quartiles
+    and a distribution-free 95 % interval of the median) and XLA's flops and bytes per step."""
+    c = step_candidates(d, r, n, methods)
+    # interleaved, every other round reversed: load and drift hit every method alike
+    timed = bench_timing.interleaved(c["fns"], repeats, warm=0, alternate=True)
+    return summarize_case(d, r, n, timed, methods, cost=c["cost"])
 
 
-def summarize_case(d: int, r: int, n: int, timed: dict, methods=METHODS) -> dict:
+def summarize_case(d: int, r: int, n: int, timed: dict, methods=METHODS, cost: dict | None = None) -> dict:
     """:func:`time_case`'s dict from interleaved timings (:func:`toyllora.harness.bench_timing.interleaved`)
-    that include ``lora``."""
+    that include ``lora``; with ``cost`` (:func:`step_candidates`'s) also ``cost`` and ``flops_ratio``."""
     t = {m: np.asarray(timed["seconds"][m]) for m in methods}
     per_round = {m: t[m] / t["lora"] for m in methods}
-    return {
+    out = {
         "d": d, "r": r, "n": n, "repeats": int(len(t["lora"])),
         "time_ms": {m: float(np.median(t[m]) * 1e3) for m in methods},
         "ratio": {m: float(np.median(per_round[m])) for m in methods},
@@ -159,6 +164,10 @@ def summarize_case(d: int, r: int, n: int, timed: dict, methods=METHODS) -> dict
         "ratio_q75": {m: float(np.quantile(per_round[m], 0.75)) for m in methods},
         "ratio_ci95": {m: [bench_timing.median_ci(per_round[m])[k] for k in ("lo", "hi")] for m in methods},
     }
+    if cost is not None:
+        out["cost"] = {m: dict(cost[m]) for m in methods}
+        out["flops_ratio"] = {m: cost[m]["flops"] / cost["lora"]["flops"] for m in methods}
+    return out
 
 
 def allora_step_ratios(fast: bool = False, repeats: int | None = None) -> dict:

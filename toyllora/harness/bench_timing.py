@@ -39,11 +39,13 @@ def median_ci(values, level: float = 0.95) -> dict:
     return {"median": float(np.median(x)), "lo": float(x[j]), "hi": float(x[k]), "level": level, "n": int(n)}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, warm: int = 1) -> dict:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, warm: int = 1,
+                alternate: bool = False) -> dict:
     """Time each ``fn()`` (which must block until its result is ready) in ``repeats`` interleaved rounds.
 
-    Returns ``{"seconds": {name: [t per round]}, "median_s": {name: median_ci}}`` after ``warm`` untimed
-    rounds.
+    ``alternate``: every other round runs the candidates in reverse order (a drift within a round, or a
+    cache left warm by the previous candidate, then favours none of them). Returns
+    ``{"seconds": {name: [t per round]}, "median_s": {name: median_ci}}`` after ``warm`` untimed rounds.
     """
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats}")
@@ -51,8 +53,9 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, warm: int
         for fn in fns.values():
             fn()
     seconds = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for i in range(repeats):
+        order = list(fns.items())
+        for name, fn in (order[::-1] if alternate and i % 2 else order):
             t0 = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - t0)
@@ -63,6 +66,21 @@ def ratio(result: dict, num: str, den: str) -> dict:
     """``num``'s time over ``den``'s, per round, as a median with its interval (see :func:`median_ci`)."""
     a, b = np.asarray(result["seconds"][num]), np.asarray(result["seconds"][den])
     return median_ci(a / b)
+
+
+def xla_cost(compiled) -> dict:
+    """XLA's cost analysis of a compiled computation (``jax.jit(f).lower(...).compile()``): its ``flops``
+    and ``bytes_accessed`` — deterministic for a given JAX version and backend, unlike a wall time.
+
+    >>> import jax, jax.numpy as jnp
+    >>> xla_cost(jax.jit(lambda a: a @ a).lower(jnp.ones((4, 4), jnp.float32)).compile())["flops"]
+    128.0
+    """
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    cost = cost or {}
+    return {"flops": float(cost.get("flops", float("nan"))),
+            "bytes_accessed": float(cost.get("bytes accessed", float("nan")))}
 
 
 def load() -> dict:

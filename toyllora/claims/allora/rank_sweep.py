@@ -33,7 +33,7 @@ class Params:
     lora_alpha: float = 16.0       # fixed, so s = alpha / r
 
 
-SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, ranks=(4, 16), d=16, n_train=64, n_test=64,
+SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, ranks=(4,), d=16, n_train=64, n_test=64,
                                          shift_rank=8))
 
 

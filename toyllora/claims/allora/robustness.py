@@ -30,7 +30,8 @@ class Params:
     lora_knob: tuple[str, ...] = LORA_SCALES  # LoRA's knob: s = 1, 2, 4 (3 settings, the same log2 range 2)
 
 
-SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS))
+SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS,
+                                         etas=("allora-eta2=1", "allora"), lora_knob=("lora-s1", "lora")))
 
 
 def _scale(m: str) -> float:

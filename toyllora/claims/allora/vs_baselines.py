@@ -27,7 +27,7 @@ class Params:
 
 
 SETUP = Setup(full=Params(), fast=Params(budget=protocol.FAST_BUDGET, tasks=protocol.FAST_TASKS,
-                                         baselines=("lora", "lora-d0", "adalora", "mora")))
+                                         baselines=("lora", "lora-d0", "adalora")))
 
 
 def rule(p: Params) -> str:

@@ -46,7 +46,7 @@ class Params:
     tail: str = "τ = q99 / mean over the entries of the per-entry std across masks (scale-free)"
 
 
-SETUP = Setup(full=Params(), fast=Params(rates=(0.2,), epochs=3, record_every=1, draws=2, seeds=2, masks=4, pretrain_steps=100))
+SETUP = Setup(full=Params(), fast=Params(rates=(0.2,), epochs=2, record_every=1, draws=2, seeds=2, masks=4, pretrain_steps=100))
 
 
 def rule(p: Params) -> str:
