@@ -135,7 +135,8 @@ def transfer_map(records: list[dict]) -> dict[str, str]:
 
 
 def transfer_cell(rec: dict, by_id: dict, rung: dict) -> str:
-    """How a toy verdict compares with its transformer counterpart: agrees / differs / not measured.
+    """How a toy verdict compares with its transformer counterpart: agrees / differs / undecided (the
+    transformer verdict is inconclusive) / not measured.
 
     >>> toy = {"id": "a.x", "verdict": "supported"}
     >>> tr = {"id": "transfer.x", "verdict": "not supported", "counterparts": ["a.x"]}
@@ -149,7 +150,8 @@ def transfer_cell(rec: dict, by_id: dict, rung: dict) -> str:
         return "not measured"
     if not (is_stable(rec) and is_stable(other)):
         return f"unstable (`{other['id']}`: {verdict_label(other)})"
-    word = "agrees" if other["verdict"] == rec["verdict"] else "differs"
+    word = ("agrees" if other["verdict"] == rec["verdict"] else
+            "undecided" if other["verdict"] == "inconclusive" else "differs")
     one = sum(other.get("stability", {}).get("counts", {}).values()) == 1
     return f"{word} (`{other['id']}`: {other['verdict']}{', 1 master seed' if one else ''})"
 

@@ -203,7 +203,7 @@ def plot(record: dict):
     data = record["measurements"]
     fig, (ax1, ax2) = figure(ncols=2, figsize=(11, 4))
     fw = data["forward"]
-    for s, r in fw["by_s"].items():
+    for s, r in sorted(fw["by_s"].items(), key=lambda kv: float(kv[0])):
         ax1.plot(fw["blocks"], r["out"], marker="o", label=f"s = {s} (R = {r['compounding_ratio']:.2f})")
     ax1.set_yscale("log")
     ax1.set_xlabel("adapted blocks (the first k)")
