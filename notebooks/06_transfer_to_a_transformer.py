@@ -27,7 +27,15 @@
 # 4. follow the **ripple** of random adapters through the real norms and nonlinearities.
 #
 # The claims of this rung are `toyllora/claims/transfer/*.py`; each names its toy counterparts, and the
-# README ledger sets the two verdicts side by side.
+# README ledger sets the two verdicts side by side:
+#
+# | claim | what it measures | toy counterpart |
+# |---|---|---|
+# | `transfer.zeroinit-escape` | progress after the first 25 steps from B = 0: ALLoRA against LoRA with its forward, Init[B], PiSSA | `zeroinit.escape-time` |
+# | `transfer.dropout-crossover` | the budget at which LoRA dropout starts to help | `dropout.crossover` |
+# | `transfer.ripple` | section 4 below, and the fine-tuning sensitivity to s at depth 1 and 4 | `ripple.hurts` |
+# | `transfer.head-to-head` | ALLoRA against LoRA, LoRA without both flaws, DoRA and PiSSA, equal tuning budgets | `allora.vs-lora` |
+# | `transfer.overhead` | ALLoRA's and DoRA's step cost against LoRA's at the model's shapes | `allora.overhead` |
 
 # %%
 import os
