@@ -37,6 +37,9 @@ def enable(folder) -> str:
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # XLA's own caches (the GPU autotune cache) would live under the folder, and their path is part of every
+    # program's cache key: a copied or moved cache would then never hit. Keep the key independent of the path.
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
     _state["folder"] = folder
     return folder
 

@@ -11,11 +11,12 @@ and LoRA fine-tuned on a shifted task (:mod:`toyllora.data.sequences`):
   adapters on the last position.
 
 Protocol (:func:`cell`): for one method, optimizer, task and master seed, ``draws`` task draws; on each,
-every learning rate of a log2 grid is run with ``tune_seeds`` tuning seeds and ``score_seeds`` scoring
-seeds in ONE compiled, vmapped sweep (:meth:`toyllora.train.Trainer.sweep`). The learning rate is picked
-per record (budget) on the tuning seeds' mean validation loss over all draws; while the pick of any budget
-sits at an edge of the grid, a new window of as many points is added beyond that edge (at most
-``max_extend`` windows, the same compiled call; the top edge first). The score of a pick is measured on the scoring seeds only, on the test split: points
+every learning rate of a log2 grid is run with ``tune_seeds`` tuning seeds in ONE compiled, vmapped sweep
+(:meth:`toyllora.train.Trainer.sweep`). The learning rate is picked per record (budget) on the tuning
+seeds' mean validation loss over all draws; while the pick of any budget sits at an edge of the grid, a new
+window of as many points is added beyond that edge (at most ``max_extend`` windows, the same compiled call;
+the top edge first). Only then are the ``score_seeds`` scoring seeds run, at the picked learning rates
+alone. The score of a pick is measured on the scoring seeds only, on the test split: points
 ``100 · (1 − test loss / base model's test loss)`` (higher is better; a run that diverged counts as the base
 model, 0 points). Scores are paired across methods by (draw, scoring seed), so every comparison is an exact
 sign-flip test with the draws as groups (:func:`toyllora.protocol.stats.paired_difference`), Holm within a
@@ -76,7 +77,7 @@ class Budget:
     n_test: int = 128
     draws: int = 2
     tune_seeds: int = 2
-    score_seeds: int = 5
+    score_seeds: int = 6       # = lr_points × tune_seeds: the scoring call is a tuning call's shape
     lr_points: int = 3
     max_extend: int = 2
     rank: int = 8
@@ -222,14 +223,21 @@ def _points(test_loss, base_loss, diverged):
     return np.where(np.asarray(diverged)[..., None] >= 0, 0.0, np.nan_to_num(pts, nan=0.0))
 
 
-def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs) -> list[dict]:
-    """Every lr × (tuning + scoring seeds) run on every draw: per draw, arrays ``(lr, seed, record)``."""
+def chunk_size(b: Budget) -> int:
+    """Runs per compiled call, the same for a tuning window (``lr_points × tune_seeds``) and a picked lr's
+    scoring seeds (padded up to it, or in several calls): one program per trainer."""
+    return max(b.lr_points * b.tune_seeds, b.score_seeds)
+
+
+def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs, seeds_of) -> list[dict]:
+    """Every lr × seed run on every draw (``seeds_of(b, master, draw)`` names the seeds): per draw, arrays
+    ``(lr, seed, record)`` of validation loss (a diverged run counts as the base model), test points and
+    test accuracy, and each run's divergence step."""
     base = base_model(b.fast).base
     out = []
     for d in range(b.draws):
         data = task_data(task, draw_seed(master, d), b.n_train, b.n_val, b.n_test)
-        seeds = tune_seeds(b, master, d) + score_seeds(b, master, d)
-        h = tr.sweep(base, data, {"lr": np.asarray(lrs)}, seeds)
+        h = tr.sweep(base, data, {"lr": np.asarray(lrs)}, seeds_of(b, master, d), chunk_size=chunk_size(b))
         m = jax.tree.map(np.asarray, h.metrics)
         base_val, base_test = float(m["val_loss"][0, 0, 0]), float(m["test_loss"][0, 0, 0])
         div = np.asarray(h.diverged_step)
@@ -239,45 +247,60 @@ def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs) -> list[dict]:
     return out
 
 
+def _tune(tr: Trainer, b: Budget, task: str, master: int, optimizer: str):
+    """Phase 1: the tuning seeds over the grid, grown by whole windows beyond an edge while the pick of any
+    budget sits there (at most ``max_extend`` windows; the top edge first). Returns ``(lrs, val, picks,
+    diverged)``: ``val[k, i]`` the tuning seeds' mean validation loss over all draws at record ``k`` and
+    ``lrs[i]``, ``picks[k]`` the index of the lr picked for record ``k`` (0 for record 0, the base model)."""
+    runs, shift, low, high = {}, 0, 0, 0        # the shifts of the window to run, and of the lowest/highest
+    for extension in range(b.max_extend + 1):
+        window = lr_grid(optimizer, b, shift)    # a whole window per sweep: one compiled shape
+        res = _sweep(tr, b, task, master, window, tune_seeds)
+        for i, lr in enumerate(window):
+            runs[lr] = [{"val": r["val"][i], "diverged": r["diverged"][i]} for r in res]
+        lrs = sorted(runs)
+        val = np.array([[np.mean([r["val"][:, k] for r in runs[lr]]) for lr in lrs]
+                        for k in range(len(b.records))])
+        picks = np.argmin(val[1:], axis=1)      # every budget (record 0 is the base model)
+        up, down = bool(np.any(picks == len(lrs) - 1)), bool(np.any(picks == 0))
+        if extension == b.max_extend or not (up or down):
+            break
+        if up:
+            high += b.lr_points
+            shift = high
+        else:
+            low -= b.lr_points
+            shift = low
+    diverged = sum(int(np.sum(r["diverged"] >= 0)) for lr in lrs for r in runs[lr])
+    return lrs, val, np.concatenate([[0], picks]), diverged
+
+
 @functools.lru_cache(maxsize=None)
 def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=None, trainer=None) -> dict:
     """The protocol for one method, optimizer and task (see the module docstring); cached, so the claims of
     one process share their runs. ``cfg`` or a whole ``trainer`` replace the method's (``method`` then only
     names the cell).
 
+    Two phases: the tuning seeds pick an lr per record (:func:`_tune`); only then are the scoring seeds run,
+    at the picked lrs alone (one compiled call per picked lr and draw), so no scoring run can take part in
+    a choice and none is spent on an lr that was not picked.
+
     Returns ``{"lrs", "pick" (per record), "at_edge" (per record), "points" (record, draw·score seed),
     "acc" (same), "val" (record, lr), "diverged" (count of runs)}``; ``points[k]`` are the scoring seeds'
     points at the lr picked for record ``k``, ordered draw-major (pairs across methods).
     """
     tr = trainer if trainer is not None else make_trainer(method, optimizer, task, b, cfg)
-    runs, shift, lrs = {}, 0, []
-    T = b.tune_seeds
-    low, high = 0, 0                               # the shifts of the lowest and highest window run so far
-    for extension in range(b.max_extend + 1):
-        window = lr_grid(optimizer, b, shift)        # a whole window per sweep: one compiled shape
-        res = _sweep(tr, b, task, master, window)
-        for i, lr in enumerate(window):
-            runs[lr] = [{k: r[k][i] for k in ("val", "points", "acc", "diverged")} for r in res]
-        lrs = sorted(runs)
-        val = np.array([[np.mean([r["val"][:T, k] for r in runs[lr]]) for lr in lrs]
-                        for k in range(len(b.records))])
-        picks = np.argmin(val[1:], axis=1)          # every budget (record 0 is the base model)
-        up, down = bool(np.any(picks == len(lrs) - 1)), bool(np.any(picks == 0))
-        if extension == b.max_extend or not (up or down):
-            break
-        if up:                                       # extend toward the top first, then the bottom
-            high += b.lr_points
-            shift = high
-        else:
-            low -= b.lr_points
-            shift = low
-    picks = np.concatenate([[0], picks])
-    points = np.array([np.concatenate([r["points"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
-    acc = np.array([np.concatenate([r["acc"][T:, k] for r in runs[lrs[p]]]) for k, p in enumerate(picks)])
+    lrs, val, picks, diverged = _tune(tr, b, task, master, optimizer)
+    scored = {}
+    for p in sorted(set(int(p) for p in picks[1:])):      # record 0 (step 0) is the base model at any lr
+        scored[p] = _sweep(tr, b, task, master, [lrs[p]], score_seeds)
+        diverged += sum(int(np.sum(r["diverged"] >= 0)) for r in scored[p])
+    scored[0] = scored.get(0, scored[int(picks[1])])
+    points = np.array([np.concatenate([r["points"][0, :, k] for r in scored[int(p)]]) for k, p in enumerate(picks)])
+    acc = np.array([np.concatenate([r["acc"][0, :, k] for r in scored[int(p)]]) for k, p in enumerate(picks)])
     return {"lrs": lrs, "pick": [lrs[p] for p in picks],
             "at_edge": [bool(p == 0 or p == len(lrs) - 1) for p in picks],
-            "points": points, "acc": acc, "val": val,
-            "diverged": int(sum(int(np.sum(r["diverged"] >= 0)) for lr in lrs for r in runs[lr]))}
+            "points": points, "acc": acc, "val": val, "diverged": diverged}
 
 
 def groups(b: Budget) -> np.ndarray:

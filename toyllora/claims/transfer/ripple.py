@@ -133,6 +133,12 @@ def _trace(arch, weights, deltas, X):
     return logits, scores
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _trace_compiled(arch, weights, deltas, X):
+    """:func:`_trace` compiled once: ``deltas`` always holds every adapted unit (zeros where unchanged)."""
+    return _trace(arch, weights, deltas, X)
+
+
 def _rel(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
@@ -142,7 +148,6 @@ def forward_ripple(p: Params, seed: int) -> dict:
     pt = T.base_model(b.fast)
     arch, base = pt.arch, pt.base
     X = T.task_data("shifted", T.draw_seed(seed, 0), b.n_train, b.n_val, b.n_test).X_test[b.n_val:]
-    logits0, scores0 = _trace(arch, base, {}, X)
     L = arch.layers
     out = {f"{s:g}": {"out": np.zeros((p.forward_draws, L)), "att_last": np.zeros((p.forward_draws, L)),
                       "single": np.zeros((p.forward_draws, L))} for s in p.forward_scales}
@@ -155,14 +160,18 @@ def forward_ripple(p: Params, seed: int) -> dict:
                 W = base["blocks"][l][t]
                 BA = jax.random.normal(kb, (W.shape[0], b.rank)) @ jax.random.normal(ka, (b.rank, W.shape[1]))
                 units[(l, t)] = BA * (p.forward_ratio * jnp.linalg.norm(W) / jnp.linalg.norm(BA))
+        if i == 0:
+            logits0, scores0 = _trace_compiled(arch, base, {u: jnp.zeros_like(v) for u, v in units.items()}, X)
         for s in p.forward_scales:
             o = out[f"{s:g}"]
             for k in range(1, L + 1):
-                logits, scores = _trace(arch, base, {u: s * v for u, v in units.items() if u[0] < k}, X)
+                logits, scores = _trace_compiled(arch, base, {u: (s if u[0] < k else 0.0) * v
+                                                              for u, v in units.items()}, X)
                 o["out"][i, k - 1] = _rel(logits, logits0)
                 o["att_last"][i, k - 1] = _rel(scores[-1], scores0[-1])
             for l in range(L):
-                logits, _ = _trace(arch, base, {u: s * v for u, v in units.items() if u[0] == l}, X)
+                logits, _ = _trace_compiled(arch, base, {u: (s if u[0] == l else 0.0) * v
+                                                         for u, v in units.items()}, X)
                 o["single"][i, l] = _rel(logits, logits0)
     res = {}
     for s, o in out.items():
