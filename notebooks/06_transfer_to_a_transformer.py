@@ -36,6 +36,9 @@
 # | `transfer.ripple` | section 4 below, and the fine-tuning sensitivity to s at depth 1 and 4 | `ripple.hurts` |
 # | `transfer.head-to-head` | ALLoRA against LoRA, LoRA without both flaws, DoRA and PiSSA, equal tuning budgets | `allora.vs-lora` |
 # | `transfer.overhead` | ALLoRA's and DoRA's step cost against LoRA's at the model's shapes | `allora.overhead` |
+# | `transfer.allora-fix` | ALLoRA against LoRA with and without dropout at every budget | `dropout.allora-fix` |
+# | `transfer.vs-plain-lora` | ALLoRA against LoRA with both flaws removed (s = 1, no dropout) | `allora.vs-plain-lora` |
+# | `transfer.ripple-performance` | ALLoRA against LoRA at every s with all blocks adapted | `ripple.performance` |
 
 # %%
 import os

@@ -90,6 +90,9 @@ CLAIMS = (
     "transfer.ripple",
     "transfer.head-to-head",
     "transfer.overhead",
+    "transfer.allora-fix",
+    "transfer.vs-plain-lora",
+    "transfer.ripple-performance",
 )
 
 

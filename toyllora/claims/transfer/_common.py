@@ -275,10 +275,9 @@ def _tune(tr: Trainer, b: Budget, task: str, master: int, optimizer: str):
     return lrs, val, np.concatenate([[0], picks]), diverged
 
 
-@functools.lru_cache(maxsize=None)
 def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=None, trainer=None) -> dict:
-    """The protocol for one method, optimizer and task (see the module docstring); cached, so the claims of
-    one process share their runs. ``cfg`` or a whole ``trainer`` replace the method's (``method`` then only
+    """The protocol for one method, optimizer and task (see the module docstring); cached (however the
+    arguments are passed), so the claims of one process share their runs. ``cfg`` or a whole ``trainer`` replace the method's (``method`` then only
     names the cell).
 
     Two phases: the tuning seeds pick an lr per record (:func:`_tune`); only then are the scoring seeds run,
@@ -289,6 +288,11 @@ def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=Non
     "acc" (same), "val" (record, lr), "diverged" (count of runs)}``; ``points[k]`` are the scoring seeds'
     points at the lr picked for record ``k``, ordered draw-major (pairs across methods).
     """
+    return _cell(method, optimizer, task, int(master), b, cfg, trainer)
+
+
+@functools.lru_cache(maxsize=None)
+def _cell(method, optimizer, task, master, b, cfg, trainer) -> dict:
     tr = trainer if trainer is not None else make_trainer(method, optimizer, task, b, cfg)
     lrs, val, picks, diverged = _tune(tr, b, task, master, optimizer)
     scored = {}
@@ -301,6 +305,9 @@ def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=Non
     return {"lrs": lrs, "pick": [lrs[p] for p in picks],
             "at_edge": [bool(p == 0 or p == len(lrs) - 1) for p in picks],
             "points": points, "acc": acc, "val": val, "diverged": diverged}
+
+
+cell.cache_clear = _cell.cache_clear     # clears the runs behind cell (as lru_cache's)
 
 
 def groups(b: Budget) -> np.ndarray:

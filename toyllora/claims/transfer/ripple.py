@@ -83,6 +83,12 @@ def _trainer(s: float, depth: str, optimizer: str, b: T.Budget) -> Trainer:
                    batch_size=b.batch, metrics=T.split_metrics(b.n_val))
 
 
+def lora_cell(s: float, depth: str, optimizer: str, seed: int, b: T.Budget) -> dict:
+    """The protocol's cell of LoRA at scale ``s`` (no dropout) adapting the last block (``depth="1"``) or all
+    (``"L"``); shared with transfer.ripple-performance."""
+    return T.cell(f"lora-s{s:g}-depth{depth}", optimizer, "shifted", seed, b, trainer=_trainer(s, depth, optimizer, b))
+
+
 def _sensitivity(cells: dict, b: T.Budget):
     """Per unit log(loss worst s / loss best s), with best and worst picked on validation."""
     val = {s: float(np.min(c["val"][-1])) for s, c in cells.items()}
@@ -97,8 +103,7 @@ def _sensitivity_diffs(p: Params, seed: int):
     for opt in p.optimizers:
         sens, cells_by_depth = {}, {}
         for depth in ("1", "L"):
-            cells = {s: T.cell(f"lora-s{s:g}-depth{depth}", opt, "shifted", seed, b,
-                               trainer=_trainer(s, depth, opt, b)) for s in p.scales}
+            cells = {s: lora_cell(s, depth, opt, seed, b) for s in p.scales}
             sens[depth], best, worst = _sensitivity(cells, b)
             cells_by_depth[depth] = {"best_s": best, "worst_s": worst, "edge": any(c["at_edge"][-1] for c in cells.values()),
                                      "sensitivity": float(np.mean(sens[depth])),
