@@ -179,6 +179,47 @@ def test_cache_key_ignores_the_harness_docstrings_and_plots_but_not_science(tmp_
     assert reg(pkg) == reg(pkg.replace('"a.x"', '"a.x", "a.y"')) != reg(pkg.replace('("a",)', '("a", "b")'))
 
 
+def test_cached_module_hashes_follow_an_edit_of_the_module_text():
+    """The per-module parts of a key are cached by the module's text: the same text gives the same parts,
+    an edited science line gives another measurement part, an edited plot only another figure part."""
+    src = "import numpy as np\n\ndef measure(p, s):\n    return 1\n\ndef plot(r):\n    return 2\n"
+    dep = "toyllora.claims.fake.one"
+    base = registry._hashed_parts(dep, src, False)
+    assert registry._hashed_parts(dep, src, False) is base          # cached
+    measure_edit = registry._hashed_parts(dep, src.replace("return 1", "return 4"), False)
+    plot_edit = registry._hashed_parts(dep, src.replace("return 2", "return 3"), False)
+    assert measure_edit[0] != base[0] and measure_edit[1] == base[1]
+    assert plot_edit[0] == base[0] and plot_edit[1] != base[1]
+    assert registry._imports_of_text(dep, "from toyllora import lora\n") == (
+        "toyllora", "toyllora.claims", "toyllora.claims.fake", "toyllora.lora")
+
+
+def test_a_fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch):
+    """Fast (smoke-test) runs compile with most XLA optimizations off, execution-bound ones and full runs
+    with them; the flag is restored afterwards, and TOYLLORA_FAST_OPTIMIZE=1 keeps them on."""
+    import jax
+
+    flag = "jax_disable_most_optimizations"
+    monkeypatch.delenv(registry.FAST_COMPILER_ENV, raising=False)
+    assert not jax.config.values[flag]
+    with registry.compiler_for(True, "allora.ablation") as name:
+        assert jax.config.values[flag] and "off" in name
+    assert not jax.config.values[flag]
+    for fast, cid in ((False, "allora.ablation"), (True, next(iter(registry.FAST_EXECUTION_BOUND)))):
+        with registry.compiler_for(fast, cid) as name:
+            assert not jax.config.values[flag] and name == "optimized"
+    monkeypatch.setenv(registry.FAST_COMPILER_ENV, "1")
+    with registry.compiler_for(True, "allora.ablation") as name:
+        assert not jax.config.values[flag] and name == "optimized"
+    assert registry.FAST_EXECUTION_BOUND <= set(registry.all_claims())
+    # the compiled program computes the same thing either way (a smoke test, not the record)
+    f = lambda x: jax.numpy.tanh(x) @ x.T
+    x = jax.numpy.linspace(-1, 1, 12).reshape(3, 4)
+    with registry.compiler_for(True, "allora.ablation"):
+        off = jax.jit(lambda x: f(x) + 0)(x)
+    np.testing.assert_allclose(off, f(x), rtol=1e-5, atol=1e-6)
+
+
 def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):
     claims, behaviour = fakes
     ids = list(claims)

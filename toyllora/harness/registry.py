@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
@@ -210,8 +211,26 @@ def dependencies(module: str) -> list[str]:
         if name in seen or name in NOT_SCIENCE or _module_path(name) is None:
             continue
         seen.add(name)
-        todo.extend(_imports(name, ast.parse(_module_path(name).read_text())))
+        todo.extend(_imports_of_text(name, _module_path(name).read_text()))
     return sorted(seen)
+
+
+# Keyed by the module's text, so an edited file is parsed again: every claim imports the same ~30 science
+# modules, and parsing them once per claim made a cached `reproduce` over 50 records take a minute or more.
+@functools.lru_cache(maxsize=None)
+def _imports_of_text(name: str, text: str) -> tuple[str, ...]:
+    return tuple(sorted(_imports(name, ast.parse(text))))
+
+
+@functools.lru_cache(maxsize=None)
+def _hashed_parts(dep: str, text: str, figure_only: bool) -> tuple[str, str]:
+    """(text hashed into the measurement hash, text hashed into the figure hash) of one module."""
+    if figure_only:
+        return "", dep + _strip(ast.parse(text))
+    claim_code = dep.startswith("toyllora.claims")
+    measure = dep + _strip(ast.parse(text), drop_plots=claim_code, drop_registry=dep == "toyllora.claims")
+    plots = [n for n in ast.parse(text).body if _is_plot_code(n)] if claim_code else []
+    return measure, (dep + "".join(ast.unparse(n) for n in plots)) if claim_code else ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,16 +240,11 @@ def _source_hashes(claim_id: str) -> tuple[str, str]:
     name = claims_pkg.module_name(claim_id)
     h_measure, h_figure = hashlib.sha256(), hashlib.sha256()
     for dep in dependencies(name):
-        text = _module_path(dep).read_text()
-        if dep in FIGURE_ONLY:
-            h_figure.update(dep.encode() + _strip(ast.parse(text)).encode())
-            continue
-        claim_code = dep.startswith("toyllora.claims")
-        h_measure.update(dep.encode() + _strip(ast.parse(text), drop_plots=claim_code,
-                                               drop_registry=dep == "toyllora.claims").encode())
-        if claim_code:
-            plots = [n for n in ast.parse(text).body if _is_plot_code(n)]
-            h_figure.update(dep.encode() + "".join(ast.unparse(n) for n in plots).encode())
+        measure, figure = _hashed_parts(dep, _module_path(dep).read_text(), dep in FIGURE_ONLY)
+        if measure:
+            h_measure.update(measure.encode())
+        if figure:
+            h_figure.update(figure.encode())
     return h_measure.hexdigest()[:16], h_figure.hexdigest()[:16]
 
 
@@ -331,6 +345,53 @@ def draw(c: Claim, record: dict, out_dir: Path) -> list[Path]:
 RESULTS_ENV = "TOYLLORA_RESULTS"  # the run's output folder, for what claims cache there (see claims/transfer)
 
 
+FAST_COMPILER_ENV = "TOYLLORA_FAST_OPTIMIZE"   # "1": the fast smoke test compiles with XLA's optimizations too
+# Fast runs that are execution-bound (long scans even in the smoke test): unoptimized they ran 3-8x slower
+# (zeroinit.escape-time 9 s -> 52 s, nonzero-inits 8.5 s -> 69 s, dropout-escape 6.5 s -> 28 s, 2 cores),
+# so they keep XLA's optimizations in fast mode too.
+FAST_EXECUTION_BOUND = frozenset({"zeroinit.escape-time", "zeroinit.nonzero-inits", "zeroinit.dropout-escape"})
+
+
+def fast_compiler_optimizations() -> bool:
+    """Whether a fast (smoke-test) run compiles with XLA's optimizations: off unless
+    ``TOYLLORA_FAST_OPTIMIZE=1``.
+
+    The fast setups are tiny: their programs compile for seconds and run for milliseconds, so a fast run
+    compiles with most of XLA's optimizations off (``jax_disable_most_optimizations``), which roughly halves
+    its compile time (``allora.ablation --fast``: 45 s -> 25 s cold on 2 cores). The full run, the record,
+    always compiles with them. A fast record says which in its ``compiler`` field.
+
+    >>> fast_compiler_optimizations() in (True, False)
+    True
+    """
+    return os.environ.get(FAST_COMPILER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def compiler_for(fast: bool, claim_id: str | None = None):
+    """Inside a fast run, compile with most XLA optimizations off (unless :func:`fast_compiler_optimizations`,
+    or the claim is in :data:`FAST_EXECUTION_BOUND`); a full run is left as it is. Yields the setting's name and restores the flag on exit. The flag is part of
+    the on-disk compile cache's key but not of JAX's in-memory one: a program compiled inside stays cached,
+    unoptimized, for the rest of the process.
+
+    >>> with compiler_for(False) as name:
+    ...     name
+    'optimized'
+    """
+    import jax
+
+    if not fast or fast_compiler_optimizations() or claim_id in FAST_EXECUTION_BOUND:
+        yield "optimized"
+        return
+    flag = "jax_disable_most_optimizations"
+    before = bool(jax.config.values.get(flag, False))
+    jax.config.update(flag, True)
+    try:
+        yield "most optimizations off (fast smoke test)"
+    finally:
+        jax.config.update(flag, before)
+
+
 def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = "results",
         progress: bool | None = None) -> dict:
     """Run one claim under every master seed; write ``out_dir/<id>.json`` and its figure, atomically
@@ -344,8 +405,11 @@ def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = 
     os.environ[RESULTS_ENV] = str(out_dir)   # where claims cache what they build once (the base transformer)
     try:
         t0 = time.perf_counter()
-        measurements = measure_all(c, c.setup.pick(fast), seeds, progress)
+        with compiler_for(fast, claim_id) as compiler:
+            measurements = measure_all(c, c.setup.pick(fast), seeds, progress)
         record = build_record(c, seeds, fast, measurements, time.perf_counter() - t0)
+        if fast:
+            record["compiler"] = compiler
         text = io.dumps(record)  # serialize before anything is moved into place
         draw(c, record, staging / "figures")
         (out_dir / "figures").mkdir(exist_ok=True)
