@@ -16,6 +16,7 @@ BAD_INPUT = [
     (["run", "no.such-claim", "--fast", "--out", "{tmp}/out"], "claim:"),
     (["run", "zeroinit.gradient-asymmetry", "--out", "{tmp}/file.txt"], "out:"),
     (["reproduce", "--fast", "--out", "{tmp}/file.txt"], "out:"),
+    (["reproduce", "--fast", "--jobs", "0", "--out", "{tmp}/out"], "jobs:"),
     (["figures", "--fast", "--only", "no_such_figure", "--out", "{tmp}/out"], "claim:"),
     (["figures", "--fast", "--out", "{tmp}/file.txt"], "out:"),
     (["figures", "--fast", "--results", "{tmp}/file.txt"], "out:"),

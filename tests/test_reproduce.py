@@ -455,3 +455,20 @@ def test_no_np_load_with_allow_pickle():
                                                              and kw.value.value is False):
                             bad.append(f"{path.relative_to(root)}:{node.lineno}")
     assert not bad, f"allow_pickle must stay False: {bad}"
+
+
+def test_end_to_end_jobs_run_claims_in_worker_processes_with_the_same_records(fast_run, tmp_path):
+    """``--jobs 2``: two claims of two folders, each in a worker process, give the records of the session's
+    one-process run (but timing) and their figures; REPORT.md and the timing file are written once."""
+    skip_if_source_changed(fast_run)
+    ids = ["ripple.bound", "zeroinit.unfair-regularization"]
+    res = reproduce.reproduce(tmp_path, fast=True, only=ids, progress=False, jobs=2)
+    assert sorted(res["ran"]) == sorted(ids) and not res["failed"] and res["jobs"] == 2
+    for cid in ids:
+        assert without_timing((tmp_path / f"{cid}.json").read_text()) == \
+            without_timing((fast_run["out"] / f"{cid}.json").read_text()), cid
+    assert (tmp_path / "REPORT.md").is_file() and (tmp_path / reproduce.TIMING_FILE).is_file()
+    assert reproduce.folder_groups(ids + ["ripple.coupling"], {"ripple.bound": 1.0}) == \
+        [["ripple.bound", "ripple.coupling"], ["zeroinit.unfair-regularization"]]
+    with pytest.raises(ValueError, match="jobs"):
+        reproduce.reproduce(tmp_path, fast=True, only=ids, jobs=0)

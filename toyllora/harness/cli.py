@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seeds(s)
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--force", action="store_true", help="rerun claims whose cached result is current")
+    s.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes (a claim folder each at a time; default 1: this process)")
     s.add_argument("--only", action="append", default=None, metavar="ID",
                    help="only this claim (repeat for several); REPORT.md then covers those claims")
     _add_cache(s)
@@ -153,8 +155,10 @@ def _cmd_reproduce(args):
     for cid in args.only or ():
         registry.get(cid)
     reproduce.check_out_dir(args.out)
+    reproduce.check_jobs(args.jobs)
     _compile_cache(args, args.out)
-    res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force, only=args.only)
+    res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force, only=args.only,
+                              jobs=args.jobs)
     print(f"{len(res['ran'])} claims run, {len(res['cached'])} cached, {len(res['failed'])} failed "
           f"in {res['seconds']:.1f} s -> {args.out / 'REPORT.md'}")
     if res["failed"]:

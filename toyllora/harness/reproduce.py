@@ -10,6 +10,11 @@ master seeds and mode (:func:`toyllora.harness.registry.cache_key`), computed wi
 backend and ``JAX_ENABLE_X64`` setting, with its figure present. A current record whose plot code changed is
 redrawn from the record without rerunning. ``force=True`` reruns anyway.
 
+``jobs=N`` (``--jobs N``) runs the claims that are not cached in ``N`` worker processes. The claims of one
+folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``) go to the same process, since
+they share runs cached in-process; folders are handed out largest first (by the seconds of the last run in
+``out_dir`` when known). The records are the same as with one process; the workers share the compile cache.
+
 A claim that raises is reported (in REPORT.md and the returned summary) and the others still run; an
 interrupt (Ctrl-C) stops the run and keeps every finished result. Temporary files left by a killed run are
 removed at the start of the next one. Do not point two runs at the same folder at once.
@@ -82,15 +87,100 @@ def ensure_figure(out_dir: Path, rec: dict) -> dict:
     return rec
 
 
-def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=None, progress=None) -> dict:
+def check_jobs(jobs) -> int:
+    """``jobs`` as an integer >= 1; ValueError otherwise."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: must be an integer >= 1 (worker processes), got {jobs!r}")
+    return jobs
+
+
+def folder_groups(ids, weights: dict | None = None) -> list[list[str]]:
+    """The ids grouped by claim folder (claims of a folder share in-process runs), heaviest group first:
+    by the summed ``weights`` (seconds of an earlier run; a claim without one counts as the mean of the
+    others, or 1).
+
+    >>> folder_groups(["a.x", "b.y", "a.z"], {"a.x": 1, "b.y": 5})
+    [['b.y'], ['a.x', 'a.z']]
+    """
+    weights = dict(weights or {})
+    known = [float(weights[i]) for i in ids if i in weights]
+    default = sum(known) / len(known) if known else 1.0
+    groups: dict[str, list[str]] = {}
+    for cid in ids:
+        groups.setdefault(cid.split(".", 1)[0], []).append(cid)
+    weight = lambda g: sum(float(weights.get(i, default)) for i in g)
+    return sorted(groups.values(), key=weight, reverse=True)
+
+
+def _failure(claims, cid, e) -> dict:
+    line = traceback.format_exception_only(type(e), e)[-1].strip()
+    return {"flaw": claims[cid].flaw, "error": line, "traceback": traceback.format_exc()}
+
+
+def _run_group(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: str | None) -> dict:
+    """A worker's job: run ``ids`` in order into ``out_dir``; ``{id: None | failure dict}``."""
+    from toyllora import compile_cache
+
+    if cache_folder is not None:
+        compile_cache.enable(cache_folder)
+    claims = registry.all_claims()
+    out = {}
+    for cid in ids:
+        try:
+            registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=False)
+            out[cid] = None
+        except Exception as e:  # noqa: BLE001 -- reported by the parent, the others still run
+            out[cid] = _failure(claims, cid, e)
+    return out
+
+
+def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, bar) -> dict:
+    """Run ``todo`` in ``jobs`` worker processes, a claim folder per task; ``{id: None | failure}``."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from toyllora import compile_cache
+
+    try:
+        weights = json.loads((out_dir / TIMING_FILE).read_text()).get("claim_seconds", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        weights = {}
+    groups = folder_groups(todo, weights if isinstance(weights, dict) else {})
+    results = {}
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=ctx) as pool:
+        futures = {pool.submit(_run_group, str(out_dir), g, tuple(seeds), fast, compile_cache.folder()): g
+                   for g in groups}
+        try:
+            for fut in cf.as_completed(futures):
+                group = futures[fut]
+                try:
+                    results.update(fut.result())
+                except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
+                    for cid in group:
+                        results.setdefault(cid, {"flaw": registry.get(cid).flaw,
+                                                 "error": f"worker process failed: {type(e).__name__}: {e}",
+                                                 "traceback": ""})
+                bar.update(len(group))
+                bar.set_postfix_str(group[0].split(".", 1)[0], refresh=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results
+
+
+def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=None, progress=None,
+              jobs: int = 1) -> dict:
     """Run every registered claim (or the ids in ``only``) into ``out_dir`` and write ``REPORT.md``.
 
+    ``jobs``: worker processes for the claims that are not cached (1: all in this process).
     Returns a summary dict with the lists ``ran`` and ``cached``, ``failed`` (id -> error line) and
     ``seconds`` (this invocation).
     """
     from tqdm.auto import tqdm
 
     seeds = registry.check_seeds(default_seeds(fast) if seeds is None else seeds)
+    jobs = check_jobs(jobs)
     out_dir = check_out_dir(out_dir)
     claims = registry.all_claims()
     ids = list(claims) if only is None else [registry.get(c).id for c in only]
@@ -101,25 +191,39 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     ran, cached, failed, records, seconds = [], [], {}, {}, {}
     # progress: True shows the bar, False hides it, None shows it only on a terminal (tqdm's disable=None).
     bar = tqdm(ids, desc="claims", unit="claim", disable=None if progress is None else not progress)
-    for cid in bar:
-        bar.set_postfix_str(cid, refresh=True)
+    todo = []
+    for cid in ids:
         rec = None if force else current_record(out_dir, cid, seeds, fast, env)
-        try:
-            if rec is not None:
-                rec = ensure_figure(out_dir, rec)
-                cached.append(cid)
-            else:
-                rec = registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=progress)
-                ran.append(cid)
-        except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
-            line = traceback.format_exception_only(type(e), e)[-1].strip()
-            failed[cid] = {"flaw": claims[cid].flaw, "error": line, "traceback": traceback.format_exc()}
+        if rec is None:
+            todo.append(cid)
             continue
-        records[cid] = rec
-        seconds[cid] = rec["seconds"]
+        try:
+            records[cid] = ensure_figure(out_dir, rec)
+            cached.append(cid)
+        except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+            failed[cid] = _failure(claims, cid, e)
+        bar.update(1)
+    if jobs > 1 and len({c.split(".", 1)[0] for c in todo}) > 1:
+        for cid, fail in _run_parallel(out_dir, todo, seeds, fast, jobs, bar).items():
+            if fail is not None:
+                failed[cid] = fail
+                continue
+            records[cid] = json.loads((out_dir / f"{cid}.json").read_text())
+            ran.append(cid)
+    else:
+        for cid in todo:
+            bar.set_postfix_str(cid, refresh=True)
+            try:
+                records[cid] = registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=progress)
+                ran.append(cid)
+            except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+                failed[cid] = _failure(claims, cid, e)
+            bar.update(1)
+    ran = [c for c in ids if c in ran]
+    seconds = {c: records[c]["seconds"] for c in ids if c in records}
     bar.close()
     wall = time.perf_counter() - t0
-    summary = {"ran": ran, "cached": cached, "failed": failed, "seconds": round(wall, 2), "fast": fast,
+    summary = {"ran": ran, "cached": cached, "failed": failed, "seconds": round(wall, 2), "fast": fast, "jobs": jobs,
                "master_seeds": list(seeds), "claim_seconds": seconds,
                "claim_seconds_total": round(sum(seconds.values()), 2), "versions": env}
     ordered = [records[c] for c in claims if c in records]
