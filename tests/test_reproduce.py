@@ -195,30 +195,35 @@ def test_cached_module_hashes_follow_an_edit_of_the_module_text():
 
 
 def test_a_fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch):
-    """Fast (smoke-test) runs compile with most XLA optimizations off, execution-bound ones and full runs
-    with them; the flag is restored afterwards, and TOYLLORA_FAST_OPTIMIZE=1 keeps them on."""
+    """Fast (smoke-test) runs compile with most XLA optimizations off, those of the execution-bound folders and
+    full runs with them; the flag is restored afterwards, TOYLLORA_FAST_OPTIMIZE=1 keeps them on, and a switch
+    of setting clears JAX's in-memory caches (a record never reuses a program compiled the other way)."""
     import jax
 
     flag = "jax_disable_most_optimizations"
     monkeypatch.delenv(registry.FAST_COMPILER_ENV, raising=False)
     assert not jax.config.values[flag]
+    square = jax.jit(lambda x: x * x)
+    square(1.0)
     with registry.compiler_for(True, "allora.ablation") as name:
         assert jax.config.values[flag] and "off" in name
+        assert square._cache_size() == 0          # compiled optimized before: cleared
+        square(1.0)
     assert not jax.config.values[flag]
-    for fast, cid in ((False, "allora.ablation"), (True, next(iter(registry.FAST_EXECUTION_BOUND)))):
+    for fast, cid in ((False, "allora.ablation"), (True, next(iter(registry.FAST_OPTIMIZED_FOLDERS)) + ".x")):
         with registry.compiler_for(fast, cid) as name:
             assert not jax.config.values[flag] and name == "optimized"
     monkeypatch.setenv(registry.FAST_COMPILER_ENV, "1")
     with registry.compiler_for(True, "allora.ablation") as name:
         assert not jax.config.values[flag] and name == "optimized"
-    assert registry.FAST_EXECUTION_BOUND <= set(registry.all_claims())
+    assert registry.FAST_OPTIMIZED_FOLDERS <= {c.split(".")[0] for c in registry.all_claims()}
     # the compiled program computes the same thing either way (a smoke test, not the record)
     f = lambda x: jax.numpy.tanh(x) @ x.T
     x = jax.numpy.linspace(-1, 1, 12).reshape(3, 4)
+    monkeypatch.delenv(registry.FAST_COMPILER_ENV)
     with registry.compiler_for(True, "allora.ablation"):
         off = jax.jit(lambda x: f(x) + 0)(x)
     np.testing.assert_allclose(off, f(x), rtol=1e-5, atol=1e-6)
-
 
 def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):
     claims, behaviour = fakes

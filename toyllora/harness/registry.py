@@ -346,10 +346,12 @@ RESULTS_ENV = "TOYLLORA_RESULTS"  # the run's output folder, for what claims cac
 
 
 FAST_COMPILER_ENV = "TOYLLORA_FAST_OPTIMIZE"   # "1": the fast smoke test compiles with XLA's optimizations too
-# Fast runs that are execution-bound (long scans even in the smoke test): unoptimized they ran 3-8x slower
-# (zeroinit.escape-time 9 s -> 52 s, nonzero-inits 8.5 s -> 69 s, dropout-escape 6.5 s -> 28 s, 2 cores),
-# so they keep XLA's optimizations in fast mode too.
-FAST_EXECUTION_BOUND = frozenset({"zeroinit.escape-time", "zeroinit.nonzero-inits", "zeroinit.dropout-escape"})
+# Claim folders whose fast runs are execution-bound (long scans even in the smoke test): unoptimized, three of
+# them ran 3-8x slower (zeroinit.escape-time 9 s -> 52 s, nonzero-inits 8.5 s -> 69 s, dropout-escape 6.5 s ->
+# 28 s, 2 cores). A whole folder, never single claims: claims of a folder share runs cached in-process, and a
+# shared run must be computed under one setting whichever claim asks first.
+FAST_OPTIMIZED_FOLDERS = frozenset({"zeroinit"})
+_compiled_under = {"setting": "optimized"}   # the setting of the programs in JAX's in-memory caches
 
 
 def fast_compiler_optimizations() -> bool:
@@ -370,9 +372,12 @@ def fast_compiler_optimizations() -> bool:
 @contextmanager
 def compiler_for(fast: bool, claim_id: str | None = None):
     """Inside a fast run, compile with most XLA optimizations off (unless :func:`fast_compiler_optimizations`,
-    or the claim is in :data:`FAST_EXECUTION_BOUND`); a full run is left as it is. Yields the setting's name and restores the flag on exit. The flag is part of
-    the on-disk compile cache's key but not of JAX's in-memory one: a program compiled inside stays cached,
-    unoptimized, for the rest of the process.
+    or the claim's folder is in :data:`FAST_OPTIMIZED_FOLDERS`); a full run compiles optimized. Yields the
+    setting's name and restores the flag on exit.
+
+    The flag is part of the on-disk compile cache's key but not of JAX's in-memory caches, so when a run needs
+    the other setting than the programs held in memory, those caches are cleared first
+    (``jax.clear_caches``): a record never depends on what the process compiled before it.
 
     >>> with compiler_for(False) as name:
     ...     name
@@ -380,14 +385,17 @@ def compiler_for(fast: bool, claim_id: str | None = None):
     """
     import jax
 
-    if not fast or fast_compiler_optimizations() or claim_id in FAST_EXECUTION_BOUND:
-        yield "optimized"
-        return
+    folder = None if claim_id is None else claim_id.split(".", 1)[0]
+    optimized = not fast or fast_compiler_optimizations() or folder in FAST_OPTIMIZED_FOLDERS
+    setting = "optimized" if optimized else "most optimizations off (fast smoke test)"
+    if _compiled_under["setting"] != setting:
+        jax.clear_caches()
+        _compiled_under["setting"] = setting
     flag = "jax_disable_most_optimizations"
     before = bool(jax.config.values.get(flag, False))
-    jax.config.update(flag, True)
+    jax.config.update(flag, not optimized)
     try:
-        yield "most optimizations off (fast smoke test)"
+        yield setting
     finally:
         jax.config.update(flag, before)
 
