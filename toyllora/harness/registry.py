@@ -227,10 +227,11 @@ def _hashed_parts(dep: str, text: str, figure_only: bool) -> tuple[str, str]:
     """(text hashed into the measurement hash, text hashed into the figure hash) of one module."""
     if figure_only:
         return "", dep + _strip(ast.parse(text))
+    tree = ast.parse(text)
     claim_code = dep.startswith("toyllora.claims")
-    measure = dep + _strip(ast.parse(text), drop_plots=claim_code, drop_registry=dep == "toyllora.claims")
-    plots = [n for n in ast.parse(text).body if _is_plot_code(n)] if claim_code else []
-    return measure, (dep + "".join(ast.unparse(n) for n in plots)) if claim_code else ""
+    # the plots' text before _strip, which removes the docstrings of the tree's functions in place
+    figure = dep + "".join(ast.unparse(n) for n in tree.body if _is_plot_code(n)) if claim_code else ""
+    return dep + _strip(tree, drop_plots=claim_code, drop_registry=dep == "toyllora.claims"), figure
 
 
 @functools.lru_cache(maxsize=None)
@@ -385,7 +386,7 @@ def compiler_for(fast: bool, claim_id: str | None = None):
     """
     import jax
 
-    folder = None if claim_id is None else claim_id.split(".", 1)[0]
+    folder = None if claim_id is None else claims_pkg.parse_id(claim_id)[0]
     optimized = not fast or fast_compiler_optimizations() or folder in FAST_OPTIMIZED_FOLDERS
     setting = "optimized" if optimized else "most optimizations off (fast smoke test)"
     if _compiled_under["setting"] != setting:

@@ -36,6 +36,7 @@ import time
 import traceback
 from pathlib import Path
 
+from toyllora.claims import parse_id
 from toyllora.harness import io, registry, report
 
 ENV_FIELDS = ("jax", "jaxlib", "backend", "x64")  # a result computed under other values is not reused
@@ -107,7 +108,7 @@ def folder_groups(ids, weights: dict | None = None) -> list[list[str]]:
     default = sum(known) / len(known) if known else 1.0
     groups: dict[str, list[str]] = {}
     for cid in ids:
-        groups.setdefault(cid.split(".", 1)[0], []).append(cid)
+        groups.setdefault(parse_id(cid)[0], []).append(cid)
     weight = lambda g: sum(float(weights.get(i, default)) for i in g)
     return sorted(groups.values(), key=weight, reverse=True)
 
@@ -117,6 +118,14 @@ def _failure(claims, cid, e) -> dict:
     return {"flaw": claims[cid].flaw, "error": line, "traceback": traceback.format_exc()}
 
 
+def _run_claim(claims, cid, seeds, fast: bool, out_dir, progress) -> tuple[dict | None, dict | None]:
+    """``(record, None)``, or ``(None, failure)`` when the claim raises (the others still run)."""
+    try:
+        return registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=progress), None
+    except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+        return None, _failure(claims, cid, e)
+
+
 def _run_group(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: str | None) -> dict:
     """A worker's job: run ``ids`` in order into ``out_dir``; ``{id: None | failure dict}``."""
     from toyllora import compile_cache
@@ -124,14 +133,7 @@ def _run_group(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: st
     if cache_folder is not None:
         compile_cache.enable(cache_folder)
     claims = registry.all_claims()
-    out = {}
-    for cid in ids:
-        try:
-            registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=False)
-            out[cid] = None
-        except Exception as e:  # noqa: BLE001 -- reported by the parent, the others still run
-            out[cid] = _failure(claims, cid, e)
-    return out
+    return {cid: _run_claim(claims, cid, seeds, fast, out_dir, False)[1] for cid in ids}
 
 
 def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, bar) -> dict:
@@ -162,7 +164,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
                                                  "error": f"worker process failed: {type(e).__name__}: {e}",
                                                  "traceback": ""})
                 bar.update(len(group))
-                bar.set_postfix_str(group[0].split(".", 1)[0], refresh=True)
+                bar.set_postfix_str(parse_id(group[0])[0], refresh=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -188,7 +190,7 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     out_dir.mkdir(parents=True, exist_ok=True)
     io.remove_stale_temps(out_dir)
     env = io.versions()
-    ran, cached, failed, records, seconds = [], [], {}, {}, {}
+    ran, cached, failed, records = [], [], {}, {}
     # progress: True shows the bar, False hides it, None shows it only on a terminal (tqdm's disable=None).
     bar = tqdm(ids, desc="claims", unit="claim", disable=None if progress is None else not progress)
     todo = []
@@ -203,7 +205,7 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
         except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
             failed[cid] = _failure(claims, cid, e)
         bar.update(1)
-    if jobs > 1 and len({c.split(".", 1)[0] for c in todo}) > 1:
+    if jobs > 1 and len({parse_id(c)[0] for c in todo}) > 1:
         for cid, fail in _run_parallel(out_dir, todo, seeds, fast, jobs, bar).items():
             if fail is not None:
                 failed[cid] = fail
@@ -213,11 +215,12 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     else:
         for cid in todo:
             bar.set_postfix_str(cid, refresh=True)
-            try:
-                records[cid] = registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=progress)
+            rec, fail = _run_claim(claims, cid, seeds, fast, out_dir, progress)
+            if fail is None:
+                records[cid] = rec
                 ran.append(cid)
-            except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
-                failed[cid] = _failure(claims, cid, e)
+            else:
+                failed[cid] = fail
             bar.update(1)
     ran = [c for c in ids if c in ran]
     seconds = {c: records[c]["seconds"] for c in ids if c in records}
