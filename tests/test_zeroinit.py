@@ -172,6 +172,24 @@ def test_progress_and_violation_metrics():
     np.testing.assert_allclose(dynamics.conservation_violation(bal["A"], bal["B"])[0], [0.0, 1.0])
 
 
+@given(values=st.lists(st.floats(0, 1e4) | st.just(np.inf), min_size=1, max_size=12),
+       q=st.sampled_from([25.0, 50.0, 75.0]))
+def test_escape_quartiles_rank_never_last_and_are_never_nan(values, q):
+    """The quartiles of escape steps with "never" (inf): numpy's linear percentile where it is finite, inf
+    where the quantile reaches a "never", and no NaN (numpy's own gives inf − inf = NaN there)."""
+    x = np.asarray(values)
+    got = _common.percentile(x, q)
+    finite_only = np.where(np.isfinite(x), x, 1e9)            # "never" as a large finite step
+    ref = float(np.percentile(finite_only, q))
+    assert not np.isnan(got)
+    if ref < 1e9 and np.percentile(finite_only, q, method="higher") < 1e9:
+        assert got == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    else:
+        assert got == np.inf
+    s = _common.summary(x)
+    assert s["q25"] <= s["median"] <= s["q75"] and s["never"] == int(np.sum(np.isinf(x)))
+
+
 def test_log_ratio_test_censors_and_uses_bonferroni_interval():
     u = _common.Units(draws=3, seeds=4)
     rng = np.random.default_rng(0)
