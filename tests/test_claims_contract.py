@@ -58,6 +58,15 @@ def test_file_path_matches_id(claim):
     assert claim.module.__name__ == claims_pkg.module_name(claim.id)
 
 
+def test_a_timing_claim_says_so(claim):
+    """A claim that times steps on the wall clock (it imports one of the bench's timing modules) declares
+    ``WALL_CLOCK = True``, so that ``reproduce --jobs`` runs it alone; no other claim does."""
+    text = claim.path.read_text()
+    times = any(re.search(rf"\b{m}\b", text) for m in ("bench_timing", "bench_allora"))
+    assert getattr(claim.module, "WALL_CLOCK", False) in (True, False)
+    assert claim.wall_clock == times, claim.id
+
+
 def test_setup_has_a_full_and_a_fast_variant(claim):
     s = claim.setup
     assert dataclasses.is_dataclass(s.full) and type(s.full) is type(s.fast)

@@ -462,6 +462,34 @@ def test_no_np_load_with_allow_pickle():
     assert not bad, f"allow_pickle must stay False: {bad}"
 
 
+def test_jobs_run_a_wall_clock_claim_alone_after_the_workers(fakes, monkeypatch, tmp_path):
+    """With ``--jobs 2``, a claim with ``WALL_CLOCK = True`` (a timing) never goes to the pool: it runs in this
+    process once the workers are done; the other claims go to the pool. With one process, nothing changes."""
+    claims, _ = fakes
+    timed = "zeroinit.fake-two"
+    claims[timed].module.WALL_CLOCK = True
+    events = []
+
+    def pool(out_dir, todo, seeds, fast, jobs, bar):   # stands in for the worker processes
+        events.append(("pool", sorted(todo)))
+        for cid in todo:
+            registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=False)
+        bar.update(len(todo))
+        return {cid: None for cid in todo}
+
+    run = registry.run
+    monkeypatch.setattr(reproduce, "_run_parallel", pool)
+    monkeypatch.setattr(registry, "run", lambda cid, **kw: (events.append(("run", cid)), run(cid, **kw))[1])
+    res = reproduce.reproduce(tmp_path, fast=True, progress=False, jobs=2)
+    assert sorted(res["ran"]) == sorted(claims) and not res["failed"]
+    others = sorted(c for c in claims if c != timed)
+    assert events[0] == ("pool", others) and events[-1] == ("run", timed)
+    assert [c.id for c in claims.values() if c.wall_clock] == [timed]
+    events.clear()
+    reproduce.reproduce(tmp_path, fast=True, progress=False, force=True)   # one process: the registry's order
+    assert [e for e in events if e[0] == "pool"] == [] and [c for _, c in events] == list(claims)
+
+
 def test_end_to_end_jobs_run_claims_in_worker_processes_with_the_same_records(fast_run, tmp_path):
     """``--jobs 2``: two claims of two folders, each in a worker process, give the records of the session's
     one-process run (but timing) and their figures; REPORT.md and the timing file are written once."""

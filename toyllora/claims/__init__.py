@@ -4,7 +4,8 @@
 ``toyllora/claims/allora/vs_lora.py``. Every claim file defines the same names, in this order:
 
 * ``STATEMENT`` and ``SOURCE`` (``paper``, ``review`` or ``extension``); ``FLAW`` when the claim belongs to
-  another flaw than its folder (e.g. ``allora.input-gradient`` answers flaw 3);
+  another flaw than its folder (e.g. ``allora.input-gradient`` answers flaw 3); ``WALL_CLOCK = True`` when its
+  statistic is a wall-clock timing (``reproduce --jobs`` runs it alone, after the other claims);
 * ``SETUP``: a :class:`Setup` of two instances of one frozen dataclass, the run of record (``full``) and a
   smoke test (``fast``) — the claim's numbers, written once;
 * ``rule(p) -> str``: the rule, written before the run, formatted from a setup ``p``;

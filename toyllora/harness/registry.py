@@ -77,6 +77,12 @@ class Claim:
         return self.module.SETUP
 
     @property
+    def wall_clock(self) -> bool:
+        """Whether the claim's statistic is a wall-clock timing (``WALL_CLOCK = True`` in its file): ``reproduce
+        --jobs N`` then runs it alone, after the worker processes, so that no other claim shares the cores."""
+        return getattr(self.module, "WALL_CLOCK", False) is True
+
+    @property
     def path(self) -> Path:
         return Path(self.module.__file__)
 

@@ -14,6 +14,8 @@ redrawn from the record without rerunning. ``force=True`` reruns anyway.
 folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``) go to the same process, since
 they share runs cached in-process; folders are handed out largest first (by the seconds of the last run in
 ``out_dir`` when known). The records are the same as with one process; the workers share the compile cache.
+A claim whose statistic is a wall-clock timing (``WALL_CLOCK = True``: ``allora.overhead``, ``transfer.overhead``)
+runs in this process after the workers have finished, alone on the machine.
 
 A claim that raises is reported (in REPORT.md and the returned summary) and the others still run; an
 interrupt (Ctrl-C) stops the run and keeps every finished result. Temporary files left by a killed run are
@@ -205,23 +207,26 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
         except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
             failed[cid] = _failure(claims, cid, e)
         bar.update(1)
-    if jobs > 1 and len({parse_id(c)[0] for c in todo}) > 1:
-        for cid, fail in _run_parallel(out_dir, todo, seeds, fast, jobs, bar).items():
+    parallel = jobs > 1 and len({parse_id(c)[0] for c in todo}) > 1
+    # a wall-clock timing claim never shares the cores with a worker: it runs here, after the pool
+    alone = [c for c in todo if claims[c].wall_clock] if parallel else list(todo)
+    pooled = [c for c in todo if c not in alone]
+    if pooled:
+        for cid, fail in _run_parallel(out_dir, pooled, seeds, fast, jobs, bar).items():
             if fail is not None:
                 failed[cid] = fail
                 continue
             records[cid] = json.loads((out_dir / f"{cid}.json").read_text())
             ran.append(cid)
-    else:
-        for cid in todo:
-            bar.set_postfix_str(cid, refresh=True)
-            rec, fail = _run_claim(claims, cid, seeds, fast, out_dir, progress)
-            if fail is None:
-                records[cid] = rec
-                ran.append(cid)
-            else:
-                failed[cid] = fail
-            bar.update(1)
+    for cid in alone:
+        bar.set_postfix_str(cid, refresh=True)
+        rec, fail = _run_claim(claims, cid, seeds, fast, out_dir, progress)
+        if fail is None:
+            records[cid] = rec
+            ran.append(cid)
+        else:
+            failed[cid] = fail
+        bar.update(1)
     ran = [c for c in ids if c in ran]
     seconds = {c: records[c]["seconds"] for c in ids if c in records}
     bar.close()

@@ -15,6 +15,7 @@ from toyllora.protocol import stats
 STATEMENT = ("ALLoRA adds little compute per step over LoRA (reviewers' question 10): at the larger size a "
              "step costs at most 1.05× LoRA's.")
 SOURCE = "review"
+WALL_CLOCK = True     # a timing: reproduce --jobs runs it alone, after the other claims
 LIMIT = 1.05          # supported if the whole interval is at most this ratio
 PARTLY_LIMIT = 1.25   # partly supported if the whole interval lies in (LIMIT, PARTLY_LIMIT]
 FORMS = {"allora": "row-norm form", "allora_naive": "paper's listing"}   # method → name of the verdict part

@@ -19,6 +19,7 @@ from toyllora.protocol import stats
 STATEMENT = ("On the pre-trained transformer, one ALLoRA fine-tuning step costs at most 1.05× a LoRA step "
              "(reviewers' question 10, at a real model's shapes); DoRA's cost is reported beside it.")
 SOURCE = "review"
+WALL_CLOCK = True     # a timing: reproduce --jobs runs it alone, after the other claims
 COUNTERPARTS = ("allora.overhead",)
 # name -> (protocol method, dropout keep): the reference "lora" has ALLoRA's forward function (s = 1, no
 # dropout), so the ratio is the cost of the adaptive factor alone; LoRA with dropout 0.05 is reported beside it.
