@@ -298,7 +298,10 @@ def test_out_must_be_a_folder(tmp_path):
 
 # ----------------------------------------------------------------------- a real process, killed mid-run
 KILL_SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Python's own SIGINT handler even where the parent ignores SIGINT (a non-interactive shell starts its
+    # background jobs so, and the child inherits it): the test is about reproduce's unwinding, not the shell
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     import test_reproduce as tr
     from toyllora.harness import registry, reproduce
