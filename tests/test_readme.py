@@ -117,3 +117,39 @@ def test_library_table_lists_every_module(text):
     assert not missing, f"modules missing from the README's library table: {sorted(missing)}"
     unknown = {m for m in listed if m not in library_modules()}
     assert not unknown, f"the library table names modules that do not exist: {sorted(unknown)}"
+
+
+def test_ledger_marks_stale_records_in_the_header_and_the_row():
+    recs = [{"id": f"dropout.c-{i}", "flaw": "dropout", "source": "paper", "verdict": "supported", "mode": "full",
+             "master_seeds": [0, 1], "stability": {"label": "stable", "counts": {"supported": 2}},
+             "versions": {"code": f"v{i}"}} for i in range(3)]
+    body = report.readme_ledger(recs, stale=["dropout.c-1"])
+    assert "**1 of 3 records stale** (run under older code or setup: `dropout.c-1`)" in body
+    rows = {cid: line for line in body.splitlines() if (m := report.LEDGER_ROW.match(line)) for cid in [m.group(1)]}
+    assert "stale record" in rows["dropout.c-1"] and "stale" not in rows["dropout.c-0"] + rows["dropout.c-2"]
+    assert report.parse_ledger(body) == [(r["id"], "supported") for r in recs]
+    assert "all 3 records current for this code" in report.readme_ledger(recs, stale=[])
+    assert "records from 3 versions of the code" in report.readme_ledger(recs)   # no currency check asked
+
+
+def test_docs_refuse_records_the_current_code_would_rerun(fast_run, tmp_path):
+    """Records whose cache key no longer matches (here: fast records relabelled full) are refused by name,
+    before anything is written."""
+    import json
+
+    from toyllora.harness import docs
+
+    ids = registry.all_claims()
+    if not all((fast_run["out"] / f"{cid}.json").exists() for cid in ids):
+        pytest.skip("the session's fast run covers only some claims (TOYLLORA_ONLY)")
+    results = tmp_path / "results"
+    results.mkdir()
+    for cid in ids:
+        rec = json.loads((fast_run["out"] / f"{cid}.json").read_text())
+        (results / f"{cid}.json").write_text(json.dumps(dict(rec, mode="full")))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{report.LEDGER_BEGIN}\nold\n{report.LEDGER_END}\n")
+    assert docs.stale_ids(results, report.load_records(results, ids)) == list(ids)
+    with pytest.raises(ValueError, match=r"^results: \d+ records are stale for this code .*--allow-stale"):
+        docs.write_docs(results, readme=readme, proofs=tmp_path / "no-proofs")
+    assert readme.read_text() == f"x\n{report.LEDGER_BEGIN}\nold\n{report.LEDGER_END}\n"

@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of a full reproduce run whose records fill the ledger")
     s.add_argument("--readme", type=Path, default=None, help="README to rewrite (default: the repository's)")
     s.add_argument("--proofs", type=Path, default=None, help="proofs folder (default: the repository's)")
+    s.add_argument("--allow-stale", action="store_true",
+                   help="write the ledger even from records the current code would rerun (marked stale)")
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
@@ -188,7 +190,8 @@ def _cmd_figures(args):
 def _cmd_docs(args):
     from toyllora.harness import docs
 
-    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs):
+    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs,
+                                    allow_stale=args.allow_stale):
         print(f"wrote {path}")
     return 0
 

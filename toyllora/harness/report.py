@@ -389,18 +389,37 @@ FIGURES_BEGIN, FIGURES_END = "<!-- section:figures -->", "<!-- /section:figures 
 LEDGER_ROW = re.compile(r"^\| `([a-z0-9]+(?:\.[a-z0-9-]+)+)` \| [^|]* \| [^|]* \| \*\*([a-z ]+)\*\* \|")
 
 
-def readme_ledger(records: list[dict], registered=None) -> str:
+def currency_text(records: list[dict], stale) -> str:
+    """The ledger header's word on whether its records are what the code produces now: with ``stale`` (the
+    ids whose cache key or environment no longer matches, :func:`toyllora.harness.docs.stale_ids`) it
+    names them; without it, the package versions the records came from.
+
+    >>> currency_text([{"id": "a.b", "versions": {"code": "c1"}}], stale=[])
+    'all 1 records current for this code: their cache keys match'
+    >>> currency_text([{"id": "a.b", "versions": {"code": "c1"}}], stale=["a.b"])
+    '**1 of 1 records stale** (run under older code or setup: `a.b`): rerun `toyllora reproduce`'
+    """
+    if stale is None:
+        code = sorted({str(r["versions"].get("code")) for r in records})
+        return f"code `{code[0]}`" if len(code) == 1 else (
+            f"records from {len(code)} versions of the code: regenerate from one run" if code else "no records")
+    if not stale:
+        return f"all {len(records)} records current for this code: their cache keys match"
+    return (f"**{len(stale)} of {len(records)} records stale** (run under older code or setup: "
+            f"{', '.join(f'`{i}`' for i in stale)}): rerun `toyllora reproduce`")
+
+
+def readme_ledger(records: list[dict], registered=None, stale=None) -> str:
     """The README's ledger section: summary counts, the ALLoRA answers and one row per claim with its
-    stability. Fast (smoke-test) records are refused: the ledger is the record."""
+    stability. Fast (smoke-test) records are refused: the ledger is the record. ``stale``: the ids of records
+    that are no longer current (see :func:`currency_text`); their rows say so."""
     registered = tuple(r["id"] for r in records) if registered is None else tuple(registered)
     fast = [r["id"] for r in records if r.get("mode") == "fast"]
     if fast:
         raise ValueError(f"results: {len(fast)} records are from a --fast run (a smoke test, e.g. {fast[0]}); "
                          "the README ledger takes a full `toyllora reproduce` only")
     seeds = sorted({tuple(r.get("master_seeds", ())) for r in records})
-    code = sorted({str(r["versions"].get("code")) for r in records})
-    code_text = f"code `{code[0]}`" if len(code) == 1 else (
-        f"records from {len(code)} versions of the code: regenerate from one run" if code else "no records")
+    code_text = currency_text(records, stale)
     seed_text = "; ".join(", ".join(map(str, s)) for s in seeds) or "—"
     n_stable = sum(is_stable(r) for r in records)
     out = ["## The ledger", "",
@@ -413,16 +432,18 @@ def readme_ledger(records: list[dict], registered=None) -> str:
            "claims)", ""]
     for topic, text in fix_answers(records, registered).items():
         out.append(f"- *{FLAW_TITLES[topic]}*: {text}")
-    out += ["", ledger_rows(records)]
+    out += ["", ledger_rows(records, stale)]
     return "\n".join(out) + "\n"
 
 
-def ledger_rows(records: list[dict]) -> str:
-    """One table row per claim: id, flaw, source, verdict, stability and the transformer rung."""
-    by_id, rung = {r["id"]: r for r in records}, transfer_map(records)
+def ledger_rows(records: list[dict], stale=None) -> str:
+    """One table row per claim: id, flaw, source, verdict, stability (and whether the record is stale) and
+    the transformer rung."""
+    by_id, rung, stale = {r["id"]: r for r in records}, transfer_map(records), set(stale or ())
     out = ["| claim | flaw | source | verdict | stability | transformer rung |", "|---|---|---|---|---|---|"]
     out += [f"| `{r['id']}` | {r['flaw']} | {r['source']} | **{r['verdict']}** | "
-            f"{verdict_label(r)[len(r['verdict']) + 2:-1] if r.get('stability') else '—'} | "
+            f"{verdict_label(r)[len(r['verdict']) + 2:-1] if r.get('stability') else '—'}"
+            f"{'; **stale record**' if r['id'] in stale else ''} | "
             f"{'—' if r.get('counterparts') else transfer_cell(r, by_id, rung)} |" for r in records]
     return "\n".join(out)
 
