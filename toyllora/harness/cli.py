@@ -1,4 +1,4 @@
-"""The ``toyllora`` command line: list, where, run, reproduce, figures, docs, bench, pretrain.
+"""The ``toyllora`` command line: list, where, run, reproduce, figures, docs, stability, bench, pretrain.
 
 Bad input prints one line on stderr and exits with status 2; no traceback, no partial output file.
 
@@ -11,6 +11,7 @@ Example::
     toyllora reproduce                                    # the record (master seeds 0-4)
     toyllora figures --only zeroinit.hessian              # drawn from the record in results/
     toyllora docs --results results                       # README ledger, key figures, proofs/README.md
+    toyllora stability --results results --against r5-7   # do stable labels hold at other master seeds?
     toyllora pretrain --fast --out results                # the base transformer, cached as results/*.npz
     toyllora bench --against peft                         # engine vs PyTorch + PEFT, results/bench.json
 """
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--proofs", type=Path, default=None, help="proofs folder (default: the repository's)")
     s.add_argument("--allow-stale", action="store_true",
                    help="write the ledger even from records the current code would rerun (marked stale)")
+    s = sub.add_parser("stability", help="do the stable verdicts of a run hold at other master seeds?")
+    s.add_argument("--results", type=Path, default=Path("results"), help="folder of the run whose labels are checked")
+    s.add_argument("--against", type=Path, required=True,
+                   help="folder of a run of the same claims at other master seeds (reproduce --seeds 5,6,7)")
     s = sub.add_parser("bench", help="measure the engine and ALLoRA; print a table, write JSON")
     s.add_argument("--out", type=Path, default=Path("results/bench.json"))
     s.add_argument("--fast", action="store_true", help="fewer repetitions and sizes")
@@ -196,6 +201,13 @@ def _cmd_docs(args):
     return 0
 
 
+def _cmd_stability(args):
+    from toyllora.harness import stability
+
+    print(stability.table(stability.compare(args.results, args.against)))
+    return 0
+
+
 def _cmd_bench(args):
     from toyllora.harness import bench
 
@@ -224,7 +236,8 @@ def _cmd_pretrain(args):
 
 
 COMMANDS = {"list": _cmd_list, "where": _cmd_where, "run": _cmd_run, "reproduce": _cmd_reproduce,
-            "figures": _cmd_figures, "docs": _cmd_docs, "bench": _cmd_bench,
+            "figures": _cmd_figures, "docs": _cmd_docs, "stability": _cmd_stability,
+            "bench": _cmd_bench,
             "pretrain": _cmd_pretrain}
 
 
