@@ -94,7 +94,9 @@ def _val_test_losses(run, tasks, u: Units):
             data = getattr(tasks[i // u.seeds], xs)
             X, Y = np.asarray(data.X_test, np.float64), np.asarray(data.Y_test, np.float64)
             E = np.einsum("nj,tij->tni", X, Wt[i]) - Y[None]
-            losses.append(0.5 * np.mean(np.sum(E * E, -1), -1))
+            # a diverged run's loss overflows to inf (or NaN); both callers score that case explicitly
+            with np.errstate(over="ignore", invalid="ignore"):
+                losses.append(0.5 * np.mean(np.sum(E * E, -1), -1))
         out[split] = np.asarray(losses)
     return out
 
