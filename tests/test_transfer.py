@@ -108,3 +108,20 @@ def test_sensitivity_is_zero_for_identical_scales():
     c = {"val": np.array([[1.0, 2.0]]), "points": np.array([[10.0, 20.0, 30.0]]), "at_edge": [False]}
     sens, best, worst = ripple._sensitivity({1.0: c, 16.0: dict(c)}, BUDGET)
     assert np.allclose(sens, 0.0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_lora_at_s1_with_every_block_adapted_is_the_protocols_lora_s1_d0(tiny_base, optimizer):
+    """The ripple claims' LoRA at s = 1, depth L (a masked optimizer over every block) and the protocol's
+    lora-s1-d0 run the same method, so the claims share that cell instead of running it twice."""
+    from toyllora.config import LoraConfig
+
+    plain = T.method_config("lora-s1-d0", BUDGET.rank)   # alpha is unused under a numeric scaling
+    assert plain == dataclasses.replace(LoraConfig(rank=BUDGET.rank, scaling=1.0, keep=1.0), alpha=plain.alpha)
+    masked = T.cell("masked-s1-L", optimizer, "shifted", 0, BUDGET, trainer=ripple._trainer(1.0, "L", optimizer, BUDGET))
+    shared = ripple.lora_cell(1.0, "L", optimizer, 0, BUDGET)
+    assert shared is T.cell("lora-s1-d0", optimizer, "shifted", 0, BUDGET)
+    assert masked["pick"] == shared["pick"]
+    for key in ("points", "val"):
+        np.testing.assert_allclose(masked[key], shared[key], rtol=tol(), atol=100 * tol())
+    assert ripple.lora_cell(16.0, "L", optimizer, 0, BUDGET) is not shared

@@ -85,7 +85,11 @@ def _trainer(s: float, depth: str, optimizer: str, b: T.Budget) -> Trainer:
 
 def lora_cell(s: float, depth: str, optimizer: str, seed: int, b: T.Budget) -> dict:
     """The protocol's cell of LoRA at scale ``s`` (no dropout) adapting the last block (``depth="1"``) or all
-    (``"L"``); shared with transfer.ripple-performance."""
+    (``"L"``); shared with transfer.ripple-performance. At s = 1 with every block adapted it is the protocol's
+    ``lora-s1-d0`` (the same method: ``tests/test_transfer.py`` checks the runs agree), whose cell the other
+    transfer claims compute anyway."""
+    if depth == "L" and float(s) == 1.0:
+        return T.cell("lora-s1-d0", optimizer, "shifted", seed, b)
     return T.cell(f"lora-s{s:g}-depth{depth}", optimizer, "shifted", seed, b, trainer=_trainer(s, depth, optimizer, b))
 
 
