@@ -195,8 +195,7 @@ def _cmd_figures(args):
 def _cmd_docs(args):
     from toyllora.harness import docs
 
-    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs,
-                                    allow_stale=args.allow_stale):
+    for path in docs.write_docs(args.results, readme=args.readme, proofs=args.proofs, allow_stale=args.allow_stale):
         print(f"wrote {path}")
     return 0
 
@@ -236,8 +235,7 @@ def _cmd_pretrain(args):
 
 
 COMMANDS = {"list": _cmd_list, "where": _cmd_where, "run": _cmd_run, "reproduce": _cmd_reproduce,
-            "figures": _cmd_figures, "docs": _cmd_docs, "stability": _cmd_stability,
-            "bench": _cmd_bench,
+            "figures": _cmd_figures, "docs": _cmd_docs, "stability": _cmd_stability, "bench": _cmd_bench,
             "pretrain": _cmd_pretrain}
 
 

@@ -265,6 +265,15 @@ def cache_key(claim_id: str, seeds, fast: bool) -> str:
            f"setup={setup}"
 
 
+def cache_key_parts(key: str) -> dict:
+    """The named fields of a :func:`cache_key` (``mode``, ``seeds``, ``code``, ``setup``; missing ones absent).
+
+    >>> cache_key_parts("a.b|mode=full|seeds=0,1|code=c1|setup=s1")["code"]
+    'c1'
+    """
+    return dict(p.split("=", 1) for p in str(key).split("|")[1:] if "=" in p)
+
+
 def figure_key(claim_id: str) -> str:
     """What makes a record's figure current (its plot code and the shared style)."""
     return _source_hashes(claim_id)[1]

@@ -23,7 +23,7 @@ STATUSES = ("holds", "differs", "unstable", "other code", "no new seeds")
 
 def _key_parts(rec: dict) -> dict:
     """The ``code=`` and ``setup=`` parts of a record's cache key (what must match for a comparison)."""
-    parts = dict(p.split("=", 1) for p in str(rec.get("cache_key", "")).split("|")[1:] if "=" in p)
+    parts = registry.cache_key_parts(rec.get("cache_key", ""))
     return {k: parts.get(k) for k in ("code", "setup")}
 
 
