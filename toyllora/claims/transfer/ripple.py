@@ -216,8 +216,8 @@ def verdict(m: dict) -> str:
 
 
 def plot(record: dict):
-    """Left: the forward ripple (relative output change against adapted blocks, per s). Right: the
-    sensitivity to s at depth 1 and L, per optimizer."""
+    """Left: the forward ripple (relative output change against adapted blocks, per s). Right: the tested
+    difference of the sensitivity to s between depth L and depth 1, per optimizer, with its 95 % interval."""
     data = record["measurements"]
     fig, (ax1, ax2) = figure(ncols=2, figsize=(11, 4))
     fw = data["forward"]
@@ -228,15 +228,15 @@ def plot(record: dict):
     ax1.set_ylabel("relative change of the output logits")
     ax1.set_title(f"random adapters, ||BA|| = {fw['update_ratio']:g} ||W||")
     legend(ax1)
-    opts = list(data["detail"])
-    x = np.arange(len(opts))
-    for j, depth in enumerate(("1", "L")):
-        ax2.bar(x + (j - 0.5) * 0.35, [data["detail"][o][depth]["sensitivity"] for o in opts], 0.35,
-                label=f"depth {depth}")
-    ax2.set_xticks(x, opts)
-    ax2.set_ylabel("log(test loss worst s / best s)")
-    ax2.set_title("sensitivity of fine-tuning to s")
-    legend(ax2)
+    for i, d in enumerate(data["diffs"]):
+        ax2.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=4,
+                     color=f"C{i}", label=f"{d['optimizer']}: p_holm {d['p_adjusted']:.3g}"
+                                       + (" (an s at a grid edge: a tie)" if d["edge"] else ""))
+    ax2.axvline(0, color="k", lw=0.8)
+    ax2.set_yticks(range(len(data["diffs"])), [d["optimizer"] for d in data["diffs"]])
+    ax2.set_xlabel("sensitivity(L) − sensitivity(1), 95 % CI (> 0: depth compounds)")
+    ax2.set_title("does depth make fine-tuning more sensitive to s?")
+    legend(ax2, "below")
     return fig
 
 

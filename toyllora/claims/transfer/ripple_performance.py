@@ -76,9 +76,10 @@ def verdict(m: dict) -> str:
 
 
 def plot(record: dict):
-    """Test points at the full budget: ALLoRA and LoRA at every s, per optimizer."""
+    """Left: test points at the full budget, ALLoRA and LoRA at every s, per optimizer. Right: the tested
+    differences ALLoRA − LoRA (test points) with their 95 % intervals and Holm-adjusted p."""
     data = record["measurements"]
-    fig, ax = figure(figsize=(7.5, 3.8))
+    fig, (ax, ax2) = figure(ncols=2, figsize=(12, 4.2))
     opts = list(data["scores"])
     names = list(data["scores"][opts[0]])
     x = np.arange(len(opts))
@@ -87,8 +88,16 @@ def plot(record: dict):
         ax.bar(x + (j - len(names) / 2 + 0.5) * w, [data["scores"][o][name]["points"] for o in opts], w, label=name)
     ax.set_xticks(x, opts)
     ax.set_ylabel("test points at the full budget")
-    ax.set_title("transformer rung: ALLoRA against LoRA at every s (all blocks adapted)")
+    ax.set_title("ALLoRA against LoRA at every s (all blocks adapted)")
     legend(ax)
+    for i, d in enumerate(data["diffs"]):
+        ax2.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=4,
+                     color=f"C{i}", label=f"p_holm {d['p_adjusted']:.3g}" + (" (grid edge: a tie)" if d["edge"] else ""))
+    ax2.axvline(0, color="k", lw=0.8)
+    ax2.set_yticks(range(len(data["diffs"])), [f"{d['optimizer']}, LoRA s = {d['scale']:g}" for d in data["diffs"]])
+    ax2.set_xlabel("ALLoRA − LoRA, test points, 95 % CI (> 0: ALLoRA better)")
+    ax2.set_title("the tested differences")
+    legend(ax2, "below")
     return fig
 
 
