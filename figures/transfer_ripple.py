@@ -1,4 +1,4 @@
-"""transfer.ripple: Left: the forward ripple (relative output change against adapted blocks, per s). Right: the sensitivity to s at depth 1 and L, per optimizer.
+"""transfer.ripple: Left: the forward ripple (relative output change against adapted blocks, per s). Right: the tested difference of the sensitivity to s between depth L and depth 1, per optimizer, with its 95 % interval.
 
 Command: ``python figures/transfer_ripple.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only transfer.ripple``).

@@ -1,4 +1,4 @@
-"""transfer.ripple-performance: Test points at the full budget: ALLoRA and LoRA at every s, per optimizer.
+"""transfer.ripple-performance: Left: test points at the full budget, ALLoRA and LoRA at every s, per optimizer. Right: the tested differences ALLoRA − LoRA (test points) with their 95 % intervals and Holm-adjusted p.
 
 Command: ``python figures/transfer_ripple_performance.py [--fast] [--seeds 0,1,2,3,4] [--results results] [--out DIR]``
 (or ``toyllora figures --only transfer.ripple-performance``).
