@@ -37,7 +37,20 @@ def _uses_fast_run(item) -> bool:
     return "fast_run" in getattr(item, "fixturenames", ())
 
 
+# The tests that .ci/run's float64 pass (JAX_ENABLE_X64=1) deselects with -m "not one_dtype": every one that
+# reads the session's fast reproduce (whole claims end to end: the records are made in float32, the dtype of
+# `toyllora reproduce`), the notebooks (the same claims' code, for teaching), and the harness tests that compute
+# nothing in floating point (command line, README, proofs, figure scripts, caching and atomic writes, the
+# stability table). Every numerical test -- closed forms against simulation, engines, models, statistics,
+# doctests -- runs in both passes.
+ONE_DTYPE_FILES = {"test_notebooks.py", "test_cli.py", "test_readme.py", "test_proofs.py", "test_figures.py",
+                   "test_claims_contract.py", "test_reproduce.py", "test_stability.py"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _uses_fast_run(item) or item.path.name in ONE_DTYPE_FILES:
+            item.add_marker(pytest.mark.one_dtype)
     # the tests that read the session's fast reproduce last (a stable sort, the same order in every xdist
     # worker): while the first worker runs it (see `_start_fast_run`), the others run everything else
     items.sort(key=_uses_fast_run)

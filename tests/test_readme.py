@@ -74,7 +74,7 @@ def test_the_two_commands_are_the_ones_ci_runs(text):
     assert "pip install -e . && toyllora reproduce" in block
     assert 'pip install -e ".[test]" && pytest' in block
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -e ".[test]" && pytest' in ci and "JAX_ENABLE_X64=1 pytest" in ci
+    assert 'pip install -e ".[test]" && pytest\n' in ci and 'JAX_ENABLE_X64=1 pytest -m "not one_dtype"\n' in ci
 
 
 def test_top_level_stays_small():
