@@ -101,7 +101,9 @@ def _fast_reproduce(out: Path) -> dict:
         from toyllora.harness import registry
         only = [cid for cid in registry.all_claims() if selected(cid)]
     try:
-        rc = cli.main(["reproduce", "--fast", "--out", str(out)] + [a for cid in only for a in ("--only", cid)])
+        # --jobs 1: every write happens in this process, where the audit hook sees it (pytest-xdist has the cores)
+        rc = cli.main(["reproduce", "--fast", "--jobs", "1", "--out", str(out)] +
+                      [a for cid in only for a in ("--only", cid)])
     finally:
         active[0] = False
     return {"out": out, "rc": rc, "seconds": time.perf_counter() - t0, "written": written, "code": code}

@@ -512,3 +512,20 @@ def test_end_to_end_jobs_run_claims_in_worker_processes_with_the_same_records(fa
         [["ripple.bound", "ripple.coupling"], ["zeroinit.unfair-regularization"]]
     with pytest.raises(ValueError, match="jobs"):
         reproduce.reproduce(tmp_path, fast=True, only=ids, jobs=0)
+
+
+def test_jobs_auto_is_the_cli_default_one_per_core_on_cpu_and_one_on_an_accelerator(monkeypatch):
+    """``--jobs`` defaults to ``auto``: the cores this process may use on a CPU backend, 1 on an accelerator
+    (each worker process would claim the device's memory)."""
+    import jax
+
+    from toyllora.harness import cli
+
+    assert cli.build_parser().parse_args(["reproduce"]).jobs == "auto"
+    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert reproduce.check_jobs("auto") == reproduce.default_jobs() == 3
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert reproduce.check_jobs("auto") == 1
+    with pytest.raises(ValueError, match="jobs"):
+        reproduce.check_jobs("several")

@@ -44,6 +44,15 @@ def _seeds(text):
     return vals
 
 
+def _jobs(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"jobs must be an integer >= 1 or 'auto', got {text!r}")
+
+
 def _add_seeds(s):
     g = s.add_mutually_exclusive_group()
     g.add_argument("--seeds", type=_seeds, default=None,
@@ -80,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seeds(s)
     s.add_argument("--out", type=Path, default=Path("results"))
     s.add_argument("--force", action="store_true", help="rerun claims whose cached result is current")
-    s.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="worker processes (a claim folder each at a time; default 1: this process)")
+    s.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                   help="worker processes, a claim folder each at a time (default auto: one per CPU core "
+                        "on a CPU backend, 1 = this process on an accelerator)")
     s.add_argument("--only", action="append", default=None, metavar="ID",
                    help="only this claim (repeat for several); REPORT.md then covers those claims")
     _add_cache(s)
@@ -162,7 +172,8 @@ def _cmd_reproduce(args):
     for cid in args.only or ():
         registry.get(cid)
     reproduce.check_out_dir(args.out)
-    reproduce.check_jobs(args.jobs)
+    if args.jobs != "auto":   # "auto" is resolved in reproduce(), once the compile cache is set up
+        reproduce.check_jobs(args.jobs)
     _compile_cache(args, args.out)
     res = reproduce.reproduce(args.out, fast=args.fast, seeds=args.seeds, force=args.force, only=args.only,
                               jobs=args.jobs)

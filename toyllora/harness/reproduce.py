@@ -10,7 +10,8 @@ master seeds and mode (:func:`toyllora.harness.registry.cache_key`), computed wi
 backend and ``JAX_ENABLE_X64`` setting, with its figure present. A current record whose plot code changed is
 redrawn from the record without rerunning. ``force=True`` reruns anyway.
 
-``jobs=N`` (``--jobs N``) runs the claims that are not cached in ``N`` worker processes. The claims of one
+``jobs=N`` (``--jobs N``) runs the claims that are not cached in ``N`` worker processes; ``jobs="auto"`` (the
+CLI's default) takes one per CPU core on a CPU backend and 1 (this process) on an accelerator. The claims of one
 folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``) go to the same process, since
 they share runs cached in-process; folders are handed out largest first (by the seconds of the last run in
 ``out_dir`` when known). The records are the same as with one process; the workers share the compile cache.
@@ -34,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -90,10 +92,31 @@ def ensure_figure(out_dir: Path, rec: dict) -> dict:
     return rec
 
 
+def default_jobs() -> int:
+    """Worker processes for ``jobs="auto"``: the CPU cores this process may use on a CPU backend (the pool
+    never starts more workers than there are claim folders to run); 1 on an accelerator, where each process
+    would claim the device's memory.
+
+    >>> default_jobs() >= 1
+    True
+    """
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
 def check_jobs(jobs) -> int:
-    """``jobs`` as an integer >= 1; ValueError otherwise."""
+    """``jobs`` as an integer >= 1 (``"auto"``: :func:`default_jobs`); ValueError otherwise."""
+    if jobs == "auto":
+        return default_jobs()
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: must be an integer >= 1 (worker processes), got {jobs!r}")
+        raise ValueError(f"jobs: must be an integer >= 1 (worker processes) or 'auto', got {jobs!r}")
     return jobs
 
 
@@ -174,10 +197,11 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
 
 
 def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=None, progress=None,
-              jobs: int = 1) -> dict:
+              jobs: int | str = 1) -> dict:
     """Run every registered claim (or the ids in ``only``) into ``out_dir`` and write ``REPORT.md``.
 
-    ``jobs``: worker processes for the claims that are not cached (1: all in this process).
+    ``jobs``: worker processes for the claims that are not cached (1: all in this process; ``"auto"``:
+    :func:`default_jobs`).
     Returns a summary dict with the lists ``ran`` and ``cached``, ``failed`` (id -> error line) and
     ``seconds`` (this invocation).
     """
