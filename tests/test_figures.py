@@ -78,3 +78,24 @@ def test_unknown_claim_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="^claim: unknown id 'nope.x'"):
         figures.run_all(results=tmp_path, only="nope.x", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_save_figure_gives_matplotlibs_tight_png(tmp_path):
+    """``io.save_figure`` lays the figure out once for both files; its PNG is the one matplotlib's own
+    ``bbox_inches="tight"`` save gives, also when a legend sticks out of the canvas."""
+    from toyllora.harness import io
+
+    def make():
+        fig, ax = figure(ncols=2, figsize=(5, 2.5))
+        for a in ax:
+            a.plot([0, 1, 2], [1, 0, 2], label="a long legend label that sticks out")
+            a.legend(loc="upper left", bbox_to_anchor=(0.6, 1.3))
+        ax[0].set_title("left")
+        return fig
+
+    png, pdf = io.save_figure(make(), tmp_path / "shared")
+    ref = make()
+    ref.savefig(tmp_path / "ref.png", dpi=io.FIGURE_DPI, bbox_inches="tight", metadata={"Software": "toyllora"})
+    plt.close(ref)
+    assert png.read_bytes() == (tmp_path / "ref.png").read_bytes()
+    assert pdf.read_bytes()[:5] == b"%PDF-" and not list(tmp_path.glob(".*"))   # no temporary left

@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -54,6 +55,7 @@ AIMS = {  # name: (description, target, "min" = at least / "max" = at most)
     "medium_matmul_share": ("medium toy scan GFLOP/s / same-shape f32 matmul GFLOP/s", 0.80, "min"),
     "allora_over_lora": ("ALLoRA step / LoRA step at d=4096, r=64 (JAX)", 1.05, "max"),
 }
+F32_PRECISION = "highest"   # jax.default_matmul_precision of the float32 rows on a GPU
 REPEATS = {"toys": (9, 3), "allora": (30, 5)}   # (full, fast) interleaved rounds
 
 
@@ -234,6 +236,9 @@ def _print_report(result: dict) -> None:
     m = result["machine"]
     print(f"backend {m['backend']} ({', '.join(m['device_kinds'])}), load {m['load_start']['load_1min']:.2f} "
           f"→ {m['load_end']['load_1min']:.2f} on {m['load_start']['cores']} cores")
+    if result.get("matmul_precision", "default") != "default":
+        print(f"float32 rows: JAX matmuls at jax.default_matmul_precision({result['matmul_precision']!r}) "
+              f"(full float32, as torch); TF32 / bf16 variants in the precision table")
     if result.get("peft_notice"):
         print(result["peft_notice"])
     if result.get("consistency"):
@@ -354,11 +359,15 @@ def main(out="results/bench.json", fast: bool = False, against: str | None = Non
         result["consistency"] = torch_side.consistency()
         if not result["consistency"]["ok"]:   # timings of two different computations compare nothing
             raise RuntimeError(f"bench: JAX and PyTorch disagree: {result['consistency']}")
-    result["engine"] = toys(fast, torch_side, dev)
-    result["allora"] = allora(fast, torch_side, dev)
-    result["transformer"] = bench_transformer.sweep_throughput(fast)
-    result["scale"] = ({name: bench_scale.series(name, fast) for name, spec in bench_scale.SERIES.items()
-                        if spec[2 if fast else 1]} if scale else {})
+    # float32 means float32 on both sides: on a GPU JAX's default matmul precision may be TensorFloat-32
+    # while torch's is full float32; the TF32 / bf16 variants are timed apart (``precision``).
+    result["matmul_precision"] = F32_PRECISION if info["backend"] == "gpu" else "default"
+    with jax.default_matmul_precision(F32_PRECISION) if info["backend"] == "gpu" else contextlib.nullcontext():
+        result["engine"] = toys(fast, torch_side, dev)
+        result["allora"] = allora(fast, torch_side, dev)
+        result["transformer"] = bench_transformer.sweep_throughput(fast)
+        result["scale"] = ({name: bench_scale.series(name, fast) for name, spec in bench_scale.SERIES.items()
+                            if spec[2 if fast else 1]} if scale else {})
     result["sharding"] = (bench_scale.sharding() if scale and not fast else
                           "skipped (--fast)" if scale else "skipped")
     result["precision"] = precision(fast) if info["backend"] == "gpu" else None

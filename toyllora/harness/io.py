@@ -74,10 +74,18 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, dumps(obj))
 
 
+FIGURE_DPI = 120
+
+
 def save_figure(fig, path_stem: Path) -> list[Path]:
-    """Save ``fig`` as PNG and PDF (atomically) next to each other; returns both paths."""
+    """Save ``fig`` as PNG and PDF (atomically) next to each other; returns both paths.
+
+    The layout and the tight bounding box are computed once and shared by both files (what
+    ``bbox_inches="tight"`` would compute for each file separately, at the cost of a layout pass each).
+    """
     import matplotlib.pyplot as plt
 
+    bbox = _tight_bbox(fig, FIGURE_DPI)
     out = []
     for ext in ("png", "pdf"):
         path = Path(f"{path_stem}.{ext}")
@@ -85,7 +93,7 @@ def save_figure(fig, path_stem: Path) -> list[Path]:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{ext}")
         os.close(fd)
         try:
-            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight", metadata=_figure_metadata(ext))
+            fig.savefig(tmp, format=ext, dpi=FIGURE_DPI, bbox_inches=bbox, metadata=_figure_metadata(ext))
             os.chmod(tmp, FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
@@ -95,6 +103,18 @@ def save_figure(fig, path_stem: Path) -> list[Path]:
         out.append(path)
     plt.close(fig)
     return out
+
+
+def _tight_bbox(fig, dpi):
+    """Run ``fig``'s layout engine once at ``dpi``, freeze the result (layout engine ``"none"``) and return the
+    padded tight bounding box in inches: what ``savefig(bbox_inches="tight")`` computes before it renders."""
+    import matplotlib.pyplot as plt
+
+    fig.set_dpi(dpi)
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+    fig.set_layout_engine("none")
+    return bbox
 
 
 def _figure_metadata(ext):
