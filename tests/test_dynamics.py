@@ -272,6 +272,7 @@ def test_dropout_fixed_point_minimizes_the_expected_loss():
     assert dynamics.fixed_point_progress([1.0, 0.5], 0.6, "bottleneck", 2) == pytest.approx(0.64)
 
 
+@pytest.mark.xla_optimized   # execution-bound: thousands of steps in one scan
 def test_expected_dropout_gd_converges_to_the_fixed_point():
     """On the whitened toy, GD on the expected-dropout loss ends at the learned fraction p*(q)."""
     task = teacher_student(seed=1, d_in=6, d_out=4, n_train=32, n_test=8, shift_rank=2, spectrum=(1.0, 0.5),

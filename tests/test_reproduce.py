@@ -202,7 +202,16 @@ def test_a_fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch):
 
     flag = "jax_disable_most_optimizations"
     monkeypatch.delenv(registry.FAST_COMPILER_ENV, raising=False)
-    assert not jax.config.values[flag]
+    before = jax.config.values[flag]        # the suite's own setting (tests/conftest.py)
+    jax.config.update(flag, False)          # a process that compiles optimized, as `toyllora` does
+    monkeypatch.setitem(registry._compiled_under, "setting", None)
+    try:
+        _fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch, jax, flag)
+    finally:
+        jax.config.update(flag, before)
+
+
+def _fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch, jax, flag):
     square = jax.jit(lambda x: x * x)
     square(1.0)
     with registry.compiler_for(True, "allora.ablation") as name:
@@ -224,6 +233,25 @@ def test_a_fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch):
     with registry.compiler_for(True, "allora.ablation"):
         off = jax.jit(lambda x: f(x) + 0)(x)
     np.testing.assert_allclose(off, f(x), rtol=1e-5, atol=1e-6)
+
+def test_compiler_for_starts_from_the_process_setting(monkeypatch):
+    """In a process that compiles with most optimizations off (the test suite), the first full-run claim
+    clears the in-memory caches too: its record never reuses a program compiled unoptimized."""
+    import jax
+
+    flag = "jax_disable_most_optimizations"
+    before = jax.config.values[flag]
+    jax.config.update(flag, True)
+    monkeypatch.setitem(registry._compiled_under, "setting", None)
+    try:
+        square = jax.jit(lambda x: x * x)
+        square(1.0)
+        with registry.compiler_for(False, "allora.ablation") as name:
+            assert name == "optimized" and not jax.config.values[flag] and square._cache_size() == 0
+        assert jax.config.values[flag]
+    finally:
+        jax.config.update(flag, before)
+
 
 def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):
     claims, behaviour = fakes

@@ -229,6 +229,7 @@ def test_dropout_methods_cover_the_claims():
     assert {m[0] for m in plateau} <= names
 
 
+@pytest.mark.xla_optimized   # execution-bound: thousands of steps in one scan
 def test_unfair_conservation_law_under_sampled_dropout():
     """SGD with sampled bottleneck dropout: Δ||A_k||² − Δ||B_k||² is a drift that halves with the step at the
     same flow time (the law of the flow), unlike the paper's unequal decay."""

@@ -367,7 +367,9 @@ FAST_COMPILER_ENV = "TOYLLORA_FAST_OPTIMIZE"   # "1": the fast smoke test compil
 # 28 s, 2 cores). A whole folder, never single claims: claims of a folder share runs cached in-process, and a
 # shared run must be computed under one setting whichever claim asks first.
 FAST_OPTIMIZED_FOLDERS = frozenset({"zeroinit"})
-_compiled_under = {"setting": "optimized"}   # the setting of the programs in JAX's in-memory caches
+FAST_SETTING = "most optimizations off (fast smoke test)"
+_compiled_under = {"setting": None}   # the setting of the programs in JAX's in-memory caches (None: the
+# process's own, read from the flag at the first compiler_for: e.g. the test suite compiles unoptimized)
 
 
 def fast_compiler_optimizations() -> bool:
@@ -403,11 +405,13 @@ def compiler_for(fast: bool, claim_id: str | None = None):
 
     folder = None if claim_id is None else claims_pkg.parse_id(claim_id)[0]
     optimized = not fast or fast_compiler_optimizations() or folder in FAST_OPTIMIZED_FOLDERS
-    setting = "optimized" if optimized else "most optimizations off (fast smoke test)"
+    setting = "optimized" if optimized else FAST_SETTING
+    flag = "jax_disable_most_optimizations"
+    if _compiled_under["setting"] is None:
+        _compiled_under["setting"] = FAST_SETTING if jax.config.values.get(flag, False) else "optimized"
     if _compiled_under["setting"] != setting:
         jax.clear_caches()
         _compiled_under["setting"] = setting
-    flag = "jax_disable_most_optimizations"
     before = bool(jax.config.values.get(flag, False))
     jax.config.update(flag, not optimized)
     try:
