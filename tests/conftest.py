@@ -80,15 +80,10 @@ def _xla_optimized(request):
     if request.node.get_closest_marker("xla_optimized") is None:
         yield
         return
-    import jax
+    from toyllora.harness import registry
 
-    flag = "jax_disable_most_optimizations"
-    before = jax.config.values[flag]
-    jax.config.update(flag, False)
-    try:
+    with registry.xla_optimizations(True):
         yield
-    finally:
-        jax.config.update(flag, before)
 
 
 OUTSIDE_OK = ("/dev/", "__pycache__", os.environ["TOYLLORA_COMPILE_CACHE"])

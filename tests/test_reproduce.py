@@ -200,15 +200,10 @@ def test_a_fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch):
     of setting clears JAX's in-memory caches (a record never reuses a program compiled the other way)."""
     import jax
 
-    flag = "jax_disable_most_optimizations"
     monkeypatch.delenv(registry.FAST_COMPILER_ENV, raising=False)
-    before = jax.config.values[flag]        # the suite's own setting (tests/conftest.py)
-    jax.config.update(flag, False)          # a process that compiles optimized, as `toyllora` does
     monkeypatch.setitem(registry._compiled_under, "setting", None)
-    try:
-        _fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch, jax, flag)
-    finally:
-        jax.config.update(flag, before)
+    with registry.xla_optimizations(True):   # a process that compiles optimized, as `toyllora` does
+        _fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch, jax, registry.COMPILER_FLAG)
 
 
 def _fast_run_compiles_unoptimized_and_restores_the_flag(monkeypatch, jax, flag):
@@ -239,18 +234,14 @@ def test_compiler_for_starts_from_the_process_setting(monkeypatch):
     clears the in-memory caches too: its record never reuses a program compiled unoptimized."""
     import jax
 
-    flag = "jax_disable_most_optimizations"
-    before = jax.config.values[flag]
-    jax.config.update(flag, True)
+    flag = registry.COMPILER_FLAG
     monkeypatch.setitem(registry._compiled_under, "setting", None)
-    try:
+    with registry.xla_optimizations(False):
         square = jax.jit(lambda x: x * x)
         square(1.0)
         with registry.compiler_for(False, "allora.ablation") as name:
             assert name == "optimized" and not jax.config.values[flag] and square._cache_size() == 0
         assert jax.config.values[flag]
-    finally:
-        jax.config.update(flag, before)
 
 
 def test_unstable_verdicts_are_labelled_and_kept_per_seed(fakes, tmp_path):

@@ -135,17 +135,17 @@ def test_sweep_shards_over_several_devices():
 def test_a_sweep_computes_the_same_optimized_and_with_most_optimizations_off(task):
     """The suite compiles with most XLA optimizations off (tests/conftest.py), the full run optimized: both
     settings give the same training history, so what the suite checks holds for the record."""
-    flag = "jax_disable_most_optimizations"
-    before = jax.config.values[flag]
+    from toyllora.harness.registry import xla_optimizations
+
     runs = {}
     try:
         for off in (False, True):
-            jax.config.update(flag, off)
-            jax.clear_caches()    # the flag is not part of the in-memory caches' key
-            tr = Trainer(models.LinearLoRA(LoraConfig(rank=2, keep=0.9)), optimizer="adam", steps=30, stride=10)
-            runs[off] = tr.sweep(task.W0, task.data, grid(lr=[0.01, 0.05]), seeds=[3, 4])
+            with xla_optimizations(not off):
+                jax.clear_caches()    # the flag is not part of the in-memory caches' key
+                tr = Trainer(models.LinearLoRA(LoraConfig(rank=2, keep=0.9)), optimizer="adam", steps=30,
+                             stride=10)
+                runs[off] = tr.sweep(task.W0, task.data, grid(lr=[0.01, 0.05]), seeds=[3, 4])
     finally:
-        jax.config.update(flag, before)
         jax.clear_caches()
     for k, v in runs[False].metrics.items():
         np.testing.assert_allclose(runs[True].metrics[k], v, rtol=50 * tol(f32=1e-6, f64=1e-13),

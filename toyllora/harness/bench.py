@@ -361,8 +361,9 @@ def main(out="results/bench.json", fast: bool = False, against: str | None = Non
             raise RuntimeError(f"bench: JAX and PyTorch disagree: {result['consistency']}")
     # float32 means float32 on both sides: on a GPU JAX's default matmul precision may be TensorFloat-32
     # while torch's is full float32; the TF32 / bf16 variants are timed apart (``precision``).
-    result["matmul_precision"] = F32_PRECISION if info["backend"] == "gpu" else "default"
-    with jax.default_matmul_precision(F32_PRECISION) if info["backend"] == "gpu" else contextlib.nullcontext():
+    gpu = info["backend"] == "gpu"
+    result["matmul_precision"] = F32_PRECISION if gpu else "default"
+    with jax.default_matmul_precision(F32_PRECISION) if gpu else contextlib.nullcontext():
         result["engine"] = toys(fast, torch_side, dev)
         result["allora"] = allora(fast, torch_side, dev)
         result["transformer"] = bench_transformer.sweep_throughput(fast)
@@ -370,7 +371,7 @@ def main(out="results/bench.json", fast: bool = False, against: str | None = Non
                             if spec[2 if fast else 1]} if scale else {})
     result["sharding"] = (bench_scale.sharding() if scale and not fast else
                           "skipped (--fast)" if scale else "skipped")
-    result["precision"] = precision(fast) if info["backend"] == "gpu" else None
+    result["precision"] = precision(fast) if gpu else None
     result["aims"] = aims(result)
     result["machine"]["load_end"] = bench_timing.load()
     reproduce_time = out.parent / "reproduce_time.json"

@@ -387,6 +387,27 @@ def fast_compiler_optimizations() -> bool:
     return os.environ.get(FAST_COMPILER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+COMPILER_FLAG = "jax_disable_most_optimizations"   # JAX's switch for XLA's optimizations (on: most off)
+
+
+@contextmanager
+def xla_optimizations(on: bool):
+    """Inside the block, compile with XLA's optimizations (``on``) or with most of them off; the flag is
+    restored on exit. JAX's in-memory caches are left alone (see :func:`compiler_for`).
+
+    >>> with xla_optimizations(True):
+    ...     pass
+    """
+    import jax
+
+    before = bool(jax.config.values.get(COMPILER_FLAG, False))
+    jax.config.update(COMPILER_FLAG, not on)
+    try:
+        yield
+    finally:
+        jax.config.update(COMPILER_FLAG, before)
+
+
 @contextmanager
 def compiler_for(fast: bool, claim_id: str | None = None):
     """Inside a fast run, compile with most XLA optimizations off (unless :func:`fast_compiler_optimizations`,
@@ -406,18 +427,13 @@ def compiler_for(fast: bool, claim_id: str | None = None):
     folder = None if claim_id is None else claims_pkg.parse_id(claim_id)[0]
     optimized = not fast or fast_compiler_optimizations() or folder in FAST_OPTIMIZED_FOLDERS
     setting = "optimized" if optimized else FAST_SETTING
-    flag = "jax_disable_most_optimizations"
     if _compiled_under["setting"] is None:
-        _compiled_under["setting"] = FAST_SETTING if jax.config.values.get(flag, False) else "optimized"
+        _compiled_under["setting"] = FAST_SETTING if jax.config.values.get(COMPILER_FLAG, False) else "optimized"
     if _compiled_under["setting"] != setting:
         jax.clear_caches()
         _compiled_under["setting"] = setting
-    before = bool(jax.config.values.get(flag, False))
-    jax.config.update(flag, not optimized)
-    try:
+    with xla_optimizations(optimized):
         yield setting
-    finally:
-        jax.config.update(flag, before)
 
 
 def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = "results",
