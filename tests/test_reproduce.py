@@ -548,3 +548,52 @@ def test_jobs_auto_is_the_cli_default_one_per_core_on_cpu_and_one_on_an_accelera
     assert reproduce.check_jobs("auto") == 1
     with pytest.raises(ValueError, match="jobs"):
         reproduce.check_jobs("several")
+
+
+def test_the_pool_joins_a_claims_master_seeds_in_seed_order_and_reports_a_failed_seed(fakes, tmp_path):
+    """Seeds measured by different tasks, in any order, give the record of one process; a claim that fails at
+    one master seed fails (nothing written), whatever its other seeds measured."""
+    claims, behaviour = fakes
+    cid, other = list(claims)[:2]
+    reproduce.reproduce(tmp_path / "one", fast=True, seeds=(0, 1, 2), only=[cid], progress=False)
+    joiner = reproduce._Joiner(tmp_path / "pool", [cid, other], (0, 1, 2), True)
+    parts = {s: registry.measure_seeds(cid, [s], True, tmp_path / "pool") for s in (0, 1, 2)}
+    assert [joiner.add(cid, (s,), parts[s]) for s in (2, 0, 1)] == [False, False, True]
+    assert joiner.results == {cid: None}
+    assert without_timing((tmp_path / "pool" / f"{cid}.json").read_text()) == \
+        without_timing((tmp_path / "one" / f"{cid}.json").read_text())
+    assert joiner.add(other, (0,), registry.measure_seeds(other, [0], True)) is False
+    failure = {"flaw": "zeroinit", "error": "RuntimeError: boom", "traceback": ""}
+    assert joiner.add(other, (1,), failure) is True and joiner.results[other] == failure
+    assert joiner.add(other, (2,), registry.measure_seeds(other, [2], True)) is False
+    assert not (tmp_path / "pool" / f"{other}.json").exists()
+
+
+def test_worker_tasks_spread_the_master_seeds_of_a_folder_heaviest_first():
+    """One task per folder and master seed, by the per-seed weight of an earlier run (its seconds over its
+    master seeds); a folder with a claim that measures its seeds together stays one task."""
+    from types import SimpleNamespace as NS
+
+    claims = {c: NS(module=NS()) for c in ("a.x", "a.y", "b.z")}
+    tasks = reproduce.worker_tasks(list(claims), (0, 1, 2), claims, {"a.x": 30.0, "a.y": 0.0, "b.z": 60.0},
+                                     weight_seeds=3)
+    assert tasks[:3] == [(["b.z"], (0,)), (["b.z"], (1,)), (["b.z"], (2,))]
+    assert tasks[3:] == [(["a.x", "a.y"], (s,)) for s in (0, 1, 2)]
+    claims["a.y"].module.measure_many = lambda p, seeds: []
+    assert (["a.x", "a.y"], (0, 1, 2)) in reproduce.worker_tasks(list(claims), (0, 1, 2), claims)
+
+
+def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_records(tmp_path):
+    """``--jobs 2`` on one claim folder and two master seeds: each seed in a worker process, the records
+    (but timing) and figures are those of one process."""
+    ids = ["ripple.bound", "ripple.normalization"]
+    reproduce.reproduce(tmp_path / "one", fast=True, seeds=(0, 1), only=ids, progress=False, jobs=1)
+    res = reproduce.reproduce(tmp_path / "two", fast=True, seeds=(0, 1), only=ids, progress=False, jobs=2)
+    assert sorted(res["ran"]) == sorted(ids) and not res["failed"]
+    for cid in ids:
+        assert without_timing((tmp_path / "two" / f"{cid}.json").read_text()) == \
+            without_timing((tmp_path / "one" / f"{cid}.json").read_text()), cid
+        rec = json.loads((tmp_path / "two" / f"{cid}.json").read_text())
+        assert list(rec["verdicts_by_seed"]) == ["0", "1"]
+        assert all((tmp_path / "two" / f).exists() for f in rec["figures"])
+    assert not io.stale_temps(tmp_path / "two")

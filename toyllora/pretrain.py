@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import functools
 import hashlib
@@ -333,6 +335,29 @@ def transformer(settings: TransformerPretraining | None = None, *, fast: bool = 
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} exists and is not a folder; allowed: a folder path")
     path = out / transformer_file(settings)
+    with _exclusive(path):   # two processes of one run (reproduce --jobs) pre-train it once, not twice
+        return _load_or_pretrain(settings, path, force, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` (POSIX ``flock``; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: no lock (two processes may then both pre-train; the file stays whole)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load_or_pretrain(settings: TransformerPretraining, path: Path, force: bool,
+                      progress: bool) -> PretrainedTransformer:
     key = transformer_cache_key(settings)
     if path.exists() and not force:
         try:

@@ -436,25 +436,58 @@ def compiler_for(fast: bool, claim_id: str | None = None):
         yield setting
 
 
-def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = "results",
-        progress: bool | None = None) -> dict:
-    """Run one claim under every master seed; write ``out_dir/<id>.json`` and its figure, atomically
-    (nothing is written when the claim fails); returns the record."""
+@contextmanager
+def results_folder(out_dir: Path | str):
+    """Inside the block, ``$TOYLLORA_RESULTS`` names ``out_dir`` (where claims cache what they build once, the
+    base transformer); restored on exit."""
+    previous = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(out_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = previous
+
+
+def measure_seeds(claim_id: str, seeds, fast: bool, out_dir: Path | str = "results",
+                  progress: bool | None = None) -> dict:
+    """The claim's measurements at ``seeds``, as recorded (JSON round trip), without writing anything:
+    ``{"measurements": [one per seed], "seconds", "compiler"}``. ``reproduce --jobs`` measures a claim's
+    master seeds in several processes and joins them with :func:`write_record`.
+
+    >>> m = measure_seeds("ripple.bound", [0], fast=True)
+    >>> len(m["measurements"]), sorted(m)
+    (1, ['compiler', 'measurements', 'seconds'])
+    """
     c = get(claim_id)
     seeds = check_seeds(seeds)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".staging-{claim_id}-"))
-    previous = os.environ.get(RESULTS_ENV)
-    os.environ[RESULTS_ENV] = str(out_dir)   # where claims cache what they build once (the base transformer)
-    try:
+    with results_folder(out_dir):
         t0 = time.perf_counter()
         with compiler_for(fast, claim_id) as compiler:
             measurements = measure_all(c, c.setup.pick(fast), seeds, progress)
-        record = build_record(c, seeds, fast, measurements, time.perf_counter() - t0)
-        if fast:
-            record["compiler"] = compiler
-        text = io.dumps(record)  # serialize before anything is moved into place
+        return {"measurements": [_as_recorded(m) for m in measurements], "compiler": compiler,
+                "seconds": time.perf_counter() - t0}
+
+
+def write_record(claim_id: str, seeds, fast: bool, measured: dict, out_dir: Path | str = "results") -> dict:
+    """Build the record from :func:`measure_seeds`'s result (``measurements`` in the order of ``seeds``),
+    draw its figure and write both into ``out_dir`` atomically (nothing is written when drawing fails);
+    returns the record."""
+    c = get(claim_id)
+    seeds = check_seeds(seeds)
+    if len(measured["measurements"]) != len(seeds):
+        raise ValueError(f"measured: needs one measurement per master seed ({len(seeds)}), "
+                         f"got {len(measured['measurements'])}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = build_record(c, seeds, fast, measured["measurements"], measured["seconds"])
+    if fast:
+        record["compiler"] = measured["compiler"]
+    text = io.dumps(record)  # serialize before anything is moved into place
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".staging-{claim_id}-"))
+    try:
         draw(c, record, staging / "figures")
         (out_dir / "figures").mkdir(exist_ok=True)
         for fig in sorted((staging / "figures").glob("*")):
@@ -463,7 +496,13 @@ def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = 
         return json.loads(text)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if previous is None:
-            os.environ.pop(RESULTS_ENV, None)
-        else:
-            os.environ[RESULTS_ENV] = previous
+
+
+def run(claim_id: str, *, seeds=(0,), fast: bool = False, out_dir: Path | str = "results",
+        progress: bool | None = None) -> dict:
+    """Run one claim under every master seed; write ``out_dir/<id>.json`` and its figure, atomically
+    (nothing is written when the claim fails); returns the record."""
+    seeds = check_seeds(seeds)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    measured = measure_seeds(claim_id, seeds, fast, out_dir, progress)
+    return write_record(claim_id, seeds, fast, measured, out_dir)

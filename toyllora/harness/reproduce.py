@@ -10,11 +10,13 @@ master seeds and mode (:func:`toyllora.harness.registry.cache_key`), computed wi
 backend and ``JAX_ENABLE_X64`` setting, with its figure present. A current record whose plot code changed is
 redrawn from the record without rerunning. ``force=True`` reruns anyway.
 
-``jobs=N`` (``--jobs N``) runs the claims that are not cached in ``N`` worker processes; ``jobs="auto"`` (the
-CLI's default) takes one per CPU core on a CPU backend and 1 (this process) on an accelerator. The claims of one
-folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``) go to the same process, since
-they share runs cached in-process; folders are handed out largest first (by the seconds of the last run in
-``out_dir`` when known). The records are the same as with one process; the workers share the compile cache.
+``jobs=N`` (``--jobs N``) measures the claims that are not cached in ``N`` worker processes; ``jobs="auto"`` (the
+CLI's default) takes one per CPU core on a CPU backend and 1 (this process) on an accelerator. A worker's task is
+one claim folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``: its claims share runs
+cached in-process) at one master seed, so the master seeds of the heaviest folder spread over the workers; tasks
+are handed out largest first (by the seconds of the last run in ``out_dir`` when known). This process joins a
+claim's seeds and writes its record as soon as all are in. The records are the same as with one process; the
+workers share the compile cache.
 A claim whose statistic is a wall-clock timing (``WALL_CLOCK = True``: ``allora.overhead``, ``transfer.overhead``)
 runs in this process after the workers have finished, alone on the machine.
 
@@ -151,49 +153,110 @@ def _run_claim(claims, cid, seeds, fast: bool, out_dir, progress) -> tuple[dict 
         return None, _failure(claims, cid, e)
 
 
-def _run_group(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: str | None) -> dict:
-    """A worker's job: run ``ids`` in order into ``out_dir``; ``{id: None | failure dict}``."""
+def worker_tasks(ids, seeds, claims: dict, weights: dict | None = None,
+                 weight_seeds: int = 1) -> list[tuple[list[str], tuple[int, ...]]]:
+    """The pool's tasks ``(ids, seeds)``: a claim folder (its claims share runs in-process) at one master seed
+    each, heaviest first (``weights``: seconds of an earlier run over ``weight_seeds`` master seeds, as in
+    :func:`folder_groups`); a folder with a claim that measures its seeds together (``measure_many``) is one
+    task over all seeds.
+
+    >>> from types import SimpleNamespace as NS
+    >>> plain = {i: NS(module=NS()) for i in ("a.x", "b.y")}
+    >>> worker_tasks(["a.x", "b.y"], (0, 1), plain, {"a.x": 1.0, "b.y": 4.0})
+    [(['b.y'], (0,)), (['b.y'], (1,)), (['a.x'], (0,)), (['a.x'], (1,))]
+    """
+    weights = {k: float(v) / max(1, weight_seeds) for k, v in (weights or {}).items()}
+    tasks = []
+    for group in folder_groups(ids, weights):
+        together = any(hasattr(claims[c].module, "measure_many") for c in group)
+        tasks += [(group, tuple(seeds))] if together else [(group, (s,)) for s in seeds]
+    return tasks
+
+
+def _measure_task(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: str | None) -> dict:
+    """A worker's job: measure ``ids`` (in order) at ``seeds``, writing nothing; ``{id: measured | failure}``
+    (:func:`toyllora.harness.registry.measure_seeds`; a failure is a dict with the key ``error``)."""
     from toyllora import compile_cache
 
     if cache_folder is not None:
         compile_cache.enable(cache_folder)
     claims = registry.all_claims()
-    return {cid: _run_claim(claims, cid, seeds, fast, out_dir, False)[1] for cid in ids}
+    out = {}
+    for cid in ids:
+        try:
+            out[cid] = registry.measure_seeds(cid, seeds, fast, out_dir, progress=False)
+        except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+            out[cid] = _failure(claims, cid, e)
+    return out
+
+
+class _Joiner:
+    """Collects a claim's measurements from the tasks of its master seeds; writes its record once all are in
+    (or reports the first failure)."""
+
+    def __init__(self, out_dir: Path, todo, seeds, fast: bool):
+        self.out_dir, self.seeds, self.fast = out_dir, tuple(seeds), fast
+        self.parts = {cid: {} for cid in todo}
+        self.results = {}
+
+    def add(self, cid: str, seeds, got: dict) -> bool:
+        """Add one task's result for ``cid``; True when the claim is finished (written or failed)."""
+        if cid in self.results:
+            return False
+        if "error" in got:
+            self.results[cid] = got
+            return True
+        self.parts[cid].update(zip(seeds, zip(got["measurements"], [got["seconds"] / len(seeds)] * len(seeds))))
+        if len(self.parts[cid]) < len(self.seeds):
+            return False
+        parts = [self.parts[cid][s] for s in self.seeds]
+        measured = {"measurements": [m for m, _ in parts], "seconds": sum(t for _, t in parts),
+                    "compiler": got["compiler"]}
+        try:
+            registry.write_record(cid, self.seeds, self.fast, measured, self.out_dir)
+            self.results[cid] = None
+        except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+            self.results[cid] = _failure(registry.all_claims(), cid, e)
+        return True
 
 
 def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, bar) -> dict:
-    """Run ``todo`` in ``jobs`` worker processes, a claim folder per task; ``{id: None | failure}``."""
+    """Measure ``todo`` in ``jobs`` worker processes, one claim folder at one master seed per task
+    (:func:`worker_tasks`); this process joins each claim's seeds and writes its record as soon as all are
+    in. ``{id: None | failure}``."""
     import concurrent.futures as cf
     import multiprocessing
 
     from toyllora import compile_cache
 
     try:
-        weights = json.loads((out_dir / TIMING_FILE).read_text()).get("claim_seconds", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        weights = {}
-    groups = folder_groups(todo, weights if isinstance(weights, dict) else {})
-    results = {}
+        timing = json.loads((out_dir / TIMING_FILE).read_text())
+        weights, weight_seeds = timing.get("claim_seconds", {}), len(timing.get("master_seeds", [0]))
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+        weights, weight_seeds = {}, 1
+    claims = registry.all_claims()
+    tasks = worker_tasks(todo, seeds, claims, weights if isinstance(weights, dict) else {}, weight_seeds)
+    joiner = _Joiner(out_dir, todo, seeds, fast)
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=ctx) as pool:
-        futures = {pool.submit(_run_group, str(out_dir), g, tuple(seeds), fast, compile_cache.folder()): g
-                   for g in groups}
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+        futures = {pool.submit(_measure_task, str(out_dir), g, s, fast, compile_cache.folder()): (g, s)
+                   for g, s in tasks}
         try:
             for fut in cf.as_completed(futures):
-                group = futures[fut]
+                group, task_seeds = futures[fut]
                 try:
-                    results.update(fut.result())
+                    got = fut.result()
                 except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
-                    for cid in group:
-                        results.setdefault(cid, {"flaw": registry.get(cid).flaw,
-                                                 "error": f"worker process failed: {type(e).__name__}: {e}",
-                                                 "traceback": ""})
-                bar.update(len(group))
-                bar.set_postfix_str(parse_id(group[0])[0], refresh=True)
+                    got = {cid: {"flaw": claims[cid].flaw, "traceback": "",
+                                 "error": f"worker process failed: {type(e).__name__}: {e}"} for cid in group}
+                done = [cid for cid in group if joiner.add(cid, task_seeds, got[cid])]
+                if done:
+                    bar.update(len(done))
+                bar.set_postfix_str(f"{parse_id(group[0])[0]} seed {','.join(map(str, task_seeds))}", refresh=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return results
+    return joiner.results
 
 
 def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=None, progress=None,
@@ -231,7 +294,7 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
         except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
             failed[cid] = _failure(claims, cid, e)
         bar.update(1)
-    parallel = jobs > 1 and len({parse_id(c)[0] for c in todo}) > 1
+    parallel = jobs > 1 and (len({parse_id(c)[0] for c in todo}) > 1 or len(seeds) > 1)
     # a wall-clock timing claim never shares the cores with a worker: it runs here, after the pool
     alone = [c for c in todo if claims[c].wall_clock] if parallel else list(todo)
     pooled = [c for c in todo if c not in alone]
