@@ -597,3 +597,24 @@ def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_recor
         assert list(rec["verdicts_by_seed"]) == ["0", "1"]
         assert all((tmp_path / "two" / f).exists() for f in rec["figures"])
     assert not io.stale_temps(tmp_path / "two")
+
+
+def test_a_worker_releases_the_caches_of_a_folder_it_has_finished(monkeypatch):
+    """Moving to another claim folder, a worker clears the finished folder's in-process run caches (every
+    ``cache_clear`` in ``toyllora.claims.<folder>.*``) and leaves other folders' alone."""
+    import functools
+    import sys
+    import types
+
+    def cached_module(name):
+        module = types.ModuleType(name)
+        module.runs = functools.lru_cache(maxsize=None)(lambda x: [x])
+        module.runs(1)
+        monkeypatch.setitem(sys.modules, name, module)
+        return module
+
+    done, other = cached_module("toyllora.claims.fakedone._common"), cached_module("toyllora.claims.fakeother")
+    reproduce.release_folder_caches("fakedone")
+    assert done.runs.cache_info().currsize == 0 and other.runs.cache_info().currsize == 1
+    peak = reproduce.peak_memory_mb()
+    assert peak is None or peak > 0

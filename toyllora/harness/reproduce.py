@@ -49,6 +49,7 @@ ENV_FIELDS = ("jax", "jaxlib", "backend", "x64")  # a result computed under othe
 TIMING_FILE = "reproduce_time.json"
 FULL_SEEDS = (0, 1, 2, 3, 4)
 FAST_SEEDS = (0,)
+PEAK_KEY = "__worker_peak_mb__"   # in _run_parallel's result: the largest peak memory of a worker (MiB)
 
 
 def default_seeds(fast: bool) -> tuple[int, ...]:
@@ -173,13 +174,54 @@ def worker_tasks(ids, seeds, claims: dict, weights: dict | None = None,
     return tasks
 
 
+_WORKER = {"folder": None}   # the claim folder a worker process measured last
+
+
+def release_folder_caches(folder: str) -> None:
+    """Free what a worker holds for a claim folder it has finished: JAX's compiled programs and the folder's
+    in-process run caches (every ``cache_clear`` of ``toyllora.claims.<folder>.*``). Caches only save time (a
+    record never depends on what its process ran before), and without this a worker that has measured
+    several folders holds all their programs at once (two such workers ran out of 24 GiB)."""
+    import gc
+    import sys
+
+    import jax
+
+    prefix = f"toyllora.claims.{folder}"
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == prefix or name.startswith(prefix + ".")):
+            for value in list(vars(module).values()):
+                clear = getattr(value, "cache_clear", None)
+                if callable(clear):
+                    clear()
+    jax.clear_caches()
+    gc.collect()
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory in MiB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:   # not POSIX
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+
+
 def _measure_task(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder: str | None) -> dict:
-    """A worker's job: measure ``ids`` (in order) at ``seeds``, writing nothing; ``{id: measured | failure}``
-    (:func:`toyllora.harness.registry.measure_seeds`; a failure is a dict with the key ``error``)."""
+    """A worker's job: measure ``ids`` (in order) at ``seeds``, writing nothing. Returns ``{"claims": {id:
+    measured | failure}, "peak_mb"}`` (:func:`toyllora.harness.registry.measure_seeds`; a failure is a dict
+    with the key ``error``). A worker that last measured another folder releases that folder's caches first."""
     from toyllora import compile_cache
 
     if cache_folder is not None:
         compile_cache.enable(cache_folder)
+    folder = parse_id(ids[0])[0]
+    if _WORKER["folder"] not in (None, folder):
+        release_folder_caches(_WORKER["folder"])
+    _WORKER["folder"] = folder
     claims = registry.all_claims()
     out = {}
     for cid in ids:
@@ -187,7 +229,7 @@ def _measure_task(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder:
             out[cid] = registry.measure_seeds(cid, seeds, fast, out_dir, progress=False)
         except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
             out[cid] = _failure(claims, cid, e)
-    return out
+    return {"claims": out, "peak_mb": peak_memory_mb()}
 
 
 class _Joiner:
@@ -236,7 +278,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
         weights, weight_seeds = {}, 1
     claims = registry.all_claims()
     tasks = worker_tasks(todo, seeds, claims, weights if isinstance(weights, dict) else {}, weight_seeds)
-    joiner = _Joiner(out_dir, todo, seeds, fast)
+    joiner, peaks = _Joiner(out_dir, todo, seeds, fast), []
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
         futures = {pool.submit(_measure_task, str(out_dir), g, s, fast, compile_cache.folder()): (g, s)
@@ -245,7 +287,10 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
             for fut in cf.as_completed(futures):
                 group, task_seeds = futures[fut]
                 try:
-                    got = fut.result()
+                    result = fut.result()
+                    got = result["claims"]
+                    if result["peak_mb"] is not None:
+                        peaks.append(result["peak_mb"])
                 except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
                     got = {cid: {"flaw": claims[cid].flaw, "traceback": "",
                                  "error": f"worker process failed: {type(e).__name__}: {e}"} for cid in group}
@@ -256,6 +301,8 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    if peaks:
+        joiner.results[PEAK_KEY] = max(peaks)
     return joiner.results
 
 
@@ -280,6 +327,7 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     io.remove_stale_temps(out_dir)
     env = io.versions()
     ran, cached, failed, records = [], [], {}, {}
+    worker_peak = None
     # progress: True shows the bar, False hides it, None shows it only on a terminal (tqdm's disable=None).
     bar = tqdm(ids, desc="claims", unit="claim", disable=None if progress is None else not progress)
     todo = []
@@ -299,7 +347,9 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     alone = [c for c in todo if claims[c].wall_clock] if parallel else list(todo)
     pooled = [c for c in todo if c not in alone]
     if pooled:
-        for cid, fail in _run_parallel(out_dir, pooled, seeds, fast, jobs, bar).items():
+        results = _run_parallel(out_dir, pooled, seeds, fast, jobs, bar)
+        worker_peak = results.pop(PEAK_KEY, None)
+        for cid, fail in results.items():
             if fail is not None:
                 failed[cid] = fail
                 continue
@@ -320,7 +370,8 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     wall = time.perf_counter() - t0
     summary = {"ran": ran, "cached": cached, "failed": failed, "seconds": round(wall, 2), "fast": fast, "jobs": jobs,
                "master_seeds": list(seeds), "claim_seconds": seconds,
-               "claim_seconds_total": round(sum(seconds.values()), 2), "versions": env}
+               "claim_seconds_total": round(sum(seconds.values()), 2), "versions": env,
+               "worker_peak_mb": worker_peak, "peak_mb": peak_memory_mb()}
     ordered = [records[c] for c in claims if c in records]
     io.atomic_write_text(out_dir / "REPORT.md", report.render(ordered, fast=fast, seeds=seeds, registered=claims,
                                                               failed=failed, timing=summary))
