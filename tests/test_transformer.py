@@ -215,11 +215,36 @@ def test_npz_round_trip_without_pickle_and_cache_reuse(tiny_pretrained, monkeypa
     assert record["n_params"] == tf.n_params(base) and set(record["pretrain"]) == {
         "pretrain", *(f"pretrain/{t}" for t in sequences.PRETRAIN_TASKS)}
     assert all(0.0 <= v["acc"] <= 1.0 for v in {**record["pretrain"], **record["shifted"]}.values())
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]          # no temporary file left
-
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [f".{first.path.name}.lock"]    # no temporary file left; the (empty) pre-training lock stays
     monkeypatch.setattr(pretrain, "_pretrain", lambda *a: pytest.fail("a current file must be reused"))
     again = pretrain.transformer(TINY, out=out, progress=False)
     assert again.cached and again.record == first.record
+
+
+def test_pretraining_lock_lets_one_process_at_a_time_in(tmp_path):
+    """Two holders of the pre-training lock of one file (separate open files, as two worker processes have)
+    never overlap: the second enters only after the first has left."""
+    import threading
+    import time
+
+    events, inside = [], threading.Event()
+
+    def hold(name):
+        with pretrain._exclusive(tmp_path / "transformer.npz"):
+            events.append((name, "in"))
+            inside.set()
+            time.sleep(0.2)
+            events.append((name, "out"))
+
+    first = threading.Thread(target=hold, args=("first",))
+    first.start()
+    inside.wait(10)
+    second = threading.Thread(target=hold, args=("second",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert events == [("first", "in"), ("first", "out"), ("second", "in"), ("second", "out")]
 
 
 def test_stale_or_corrupt_file_is_pretrained_again(tiny_pretrained, tmp_path, monkeypatch):
