@@ -501,7 +501,7 @@ def test_jobs_run_a_wall_clock_claim_alone_after_the_workers(fakes, monkeypatch,
         for cid in todo:
             registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=False)
         bar.update(len(todo))
-        return {cid: None for cid in todo}
+        return {cid: None for cid in todo}, None
 
     run = registry.run
     monkeypatch.setattr(reproduce, "_run_parallel", pool)

@@ -49,7 +49,6 @@ ENV_FIELDS = ("jax", "jaxlib", "backend", "x64")  # a result computed under othe
 TIMING_FILE = "reproduce_time.json"
 FULL_SEEDS = (0, 1, 2, 3, 4)
 FAST_SEEDS = (0,)
-PEAK_KEY = "__worker_peak_mb__"   # in _run_parallel's result: the largest peak memory of a worker (MiB)
 
 
 def default_seeds(fast: bool) -> tuple[int, ...]:
@@ -262,10 +261,11 @@ class _Joiner:
         return True
 
 
-def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, bar) -> dict:
+def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
+                  bar) -> tuple[dict, float | None]:
     """Measure ``todo`` in ``jobs`` worker processes, one claim folder at one master seed per task
     (:func:`worker_tasks`); this process joins each claim's seeds and writes its record as soon as all are
-    in. ``{id: None | failure}``."""
+    in. Returns ``({id: None | failure}, the largest peak memory of a worker in MiB or None)``."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -301,9 +301,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int, 
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    if peaks:
-        joiner.results[PEAK_KEY] = max(peaks)
-    return joiner.results
+    return joiner.results, (max(peaks) if peaks else None)
 
 
 def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=None, progress=None,
@@ -347,8 +345,7 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
     alone = [c for c in todo if claims[c].wall_clock] if parallel else list(todo)
     pooled = [c for c in todo if c not in alone]
     if pooled:
-        results = _run_parallel(out_dir, pooled, seeds, fast, jobs, bar)
-        worker_peak = results.pop(PEAK_KEY, None)
+        results, worker_peak = _run_parallel(out_dir, pooled, seeds, fast, jobs, bar)
         for cid, fail in results.items():
             if fail is not None:
                 failed[cid] = fail
