@@ -65,6 +65,31 @@ def test_task_data_holds_validation_then_test_disjoint():
         T.task_data("sst2", 0, 8, 8, 8)
 
 
+def test_eval_split_cuts_the_evaluation_set_to_one_split():
+    d = T.task_data("shifted", 3, 16, 8, 6)
+    val, test = T.eval_split(d, 8, "val"), T.eval_split(d, 8, "test")
+    assert val.X_test.shape[0] == 8 and test.X_test.shape[0] == 6
+    np.testing.assert_array_equal(np.concatenate([val.Y_test, test.Y_test]), d.Y_test)
+    assert val.X is d.X and test.Y is d.Y
+    with pytest.raises(ValueError, match="^split:"):
+        T.eval_split(d, 8, "train")
+
+
+@pytest.mark.parametrize("method", ["lora", "allora"])
+def test_a_stopped_run_records_the_first_records_of_the_full_run(tiny_base, method):
+    """Scoring runs stop after the last budget they score: that must cost steps, never change a record."""
+    b = dataclasses.replace(BUDGET, steps=6, stride=2)
+    tr = T.make_trainer(method, "adam", "shifted", b)
+    short = T.stopped_at(tr, 2)
+    assert short.steps == 2 and T.stopped_at(tr, 6) is tr and T.stopped_at(tr, 8) is tr
+    data = T.eval_split(T.task_data("shifted", 0, b.n_train, b.n_val, b.n_test), b.n_val, "test")
+    full = tr.sweep(tiny_base.base, data, {"lr": np.array([0.01])}, [0, 1])
+    part = short.sweep(tiny_base.base, data, {"lr": np.array([0.01])}, [0, 1])
+    for key in ("loss", "acc"):
+        assert part.metrics[key].shape[-1] == 2
+        np.testing.assert_allclose(part.metrics[key], full.metrics[key][..., :2], rtol=tol(), atol=tol())
+
+
 def test_cell_picks_on_validation_and_pairs_scores(tiny_base):
     c = T.cell("lora", "adam", "shifted", 0, BUDGET)
     R, n = len(BUDGET.records), BUDGET.draws * BUDGET.score_seeds

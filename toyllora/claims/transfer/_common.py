@@ -16,7 +16,8 @@ every learning rate of a log2 grid is run with ``tune_seeds`` tuning seeds in ON
 seeds' mean validation loss over all draws; while the pick of any budget sits at an edge of the grid, a new
 window of as many points is added beyond that edge (at most ``max_extend`` windows, the same compiled call;
 the top edge first). Only then are the ``score_seeds`` scoring seeds run, at the picked learning rates
-alone. The score of a pick is measured on the scoring seeds only, on the test split: points
+alone, each stopped after the last budget that picked it (:func:`stopped_at`). A tuning run records the
+validation split only, a scoring run the test split only (:func:`eval_split`). The score of a pick is measured on the scoring seeds only, on the test split: points
 ``100 · (1 − test loss / base model's test loss)`` (higher is better; a run that diverged counts as the base
 model, 0 points). Scores are paired across methods by (draw, scoring seed), so every comparison is an exact
 sign-flip test with the draws as groups (:func:`toyllora.protocol.stats.paired_difference`), Holm within a
@@ -154,7 +155,7 @@ def draw_seed(master: int, draw: int) -> int:
 @functools.lru_cache(maxsize=32)
 def task_data(task: str, seed: int, n_train: int, n_val: int, n_test: int) -> Data:
     """One task draw as a :class:`Data` whose evaluation set is the validation split followed by the test
-    split (``n_val`` then ``n_test`` rows): one run records both."""
+    split (``n_val`` then ``n_test`` rows); :func:`eval_split` cuts it to the one split a run records."""
     name = "agree" if task == "agree" else None
     if task == "shifted":
         t = sequences.shifted_mixture(seed, n_train=n_train, n_val=n_val, n_test=n_test)
@@ -166,14 +167,27 @@ def task_data(task: str, seed: int, n_train: int, n_val: int, n_test: int) -> Da
                 jnp.concatenate([t.data_val.Y_test, t.data.Y_test]))
 
 
-def split_metrics(n_val: int):
-    """``metrics(model, base, frozen, params, data)`` recording validation and test loss and accuracy."""
-    def metrics(model, base, frozen, params, data):
-        Xv, Yv, Xt, Yt = data.X_test[:n_val], data.Y_test[:n_val], data.X_test[n_val:], data.Y_test[n_val:]
-        return {"val_loss": models.loss(model, frozen, params, Xv, Yv),
-                "test_loss": models.loss(model, frozen, params, Xt, Yt),
-                "test_acc": models.accuracy(model, frozen, params, Xt, Yt)}
-    return metrics
+SPLITS = ("val", "test")
+
+
+def eval_split(data: Data, n_val: int, split: str) -> Data:
+    """A task draw (:func:`task_data`) with its evaluation set cut to one split: ``val`` (the first ``n_val``
+    rows, what tuning runs record) or ``test`` (the rest, what scoring runs record). A tuning run never
+    evaluates on the test split, nor a scoring run on the validation split."""
+    if split not in SPLITS:
+        raise ValueError(f"split: unknown value {split!r}; allowed: {SPLITS}")
+    rows = slice(None, n_val) if split == "val" else slice(n_val, None)
+    return Data(data.X, data.Y, data.X_test[rows], data.Y_test[rows])
+
+
+def eval_metrics(model, base, frozen, params, data) -> dict:
+    """``metrics(model, base, frozen, params, data)`` of the rung's trainers: loss and accuracy on the
+    evaluation set (one split, :func:`eval_split`) from one forward pass."""
+    logits = model.apply(frozen, params, data.X_test)
+    if model.task == "classification":
+        return {"loss": models.xent(logits, data.Y_test),
+                "acc": jnp.mean(jnp.argmax(logits, axis=-1) == data.Y_test)}
+    return {"loss": models.masked_xent(logits, data.Y_test), "acc": models.token_accuracy(logits, data.Y_test)}
 
 
 # -- methods and optimizers --------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ def make_trainer(method: str, optimizer: str, task: str, b: Budget, cfg=None) ->
     model = tf.TransformerLoRA(cfg, arch_for(task, b.fast), targets=b.targets)
     ratio = 16.0 if method == "lora+16" else None
     return Trainer(model, optimizer=_optimizer(optimizer, ratio), steps=b.steps, stride=b.stride,
-                   batch_size=b.batch, metrics=split_metrics(b.n_val))
+                   batch_size=b.batch, metrics=eval_metrics)
 
 
 def tune_seeds(b: Budget, master: int, draw: int) -> list[int]:
@@ -229,21 +243,25 @@ def chunk_size(b: Budget) -> int:
     return max(b.lr_points * b.tune_seeds, b.score_seeds)
 
 
-def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs, seeds_of) -> list[dict]:
-    """Every lr × seed run on every draw (``seeds_of(b, master, draw)`` names the seeds): per draw, arrays
-    ``(lr, seed, record)`` of validation loss (a diverged run counts as the base model), test points and
-    test accuracy, and each run's divergence step."""
+def _sweep(tr: Trainer, b: Budget, task: str, master: int, lrs, seeds_of, split: str) -> list[dict]:
+    """Every lr × seed run on every draw (``seeds_of(b, master, draw)`` names the seeds), recording one
+    split: per draw, arrays ``(lr, seed, record)`` of validation loss (``split="val"``; a diverged run
+    counts as the base model) or of test points and test accuracy (``split="test"``), and each run's
+    divergence step."""
     base = base_model(b.fast).base
     out = []
     for d in range(b.draws):
-        data = task_data(task, draw_seed(master, d), b.n_train, b.n_val, b.n_test)
+        data = eval_split(task_data(task, draw_seed(master, d), b.n_train, b.n_val, b.n_test), b.n_val, split)
         h = tr.sweep(base, data, {"lr": np.asarray(lrs)}, seeds_of(b, master, d), chunk_size=chunk_size(b))
         m = jax.tree.map(np.asarray, h.metrics)
-        base_val, base_test = float(m["val_loss"][0, 0, 0]), float(m["test_loss"][0, 0, 0])
+        base_loss = float(m["loss"][0, 0, 0])       # record 0: the base model (B = 0, or an equal function)
         div = np.asarray(h.diverged_step)
-        val = np.where(div[..., None] >= 0, base_val, np.nan_to_num(m["val_loss"], nan=base_val))
-        out.append({"val": val, "points": _points(m["test_loss"], base_test, div),
-                    "acc": np.asarray(m["test_acc"], np.float64), "diverged": div})
+        if split == "val":
+            out.append({"val": np.where(div[..., None] >= 0, base_loss, np.nan_to_num(m["loss"], nan=base_loss)),
+                        "diverged": div})
+        else:
+            out.append({"points": _points(m["loss"], base_loss, div), "acc": np.asarray(m["acc"], np.float64),
+                        "diverged": div})
     return out
 
 
@@ -255,7 +273,7 @@ def _tune(tr: Trainer, b: Budget, task: str, master: int, optimizer: str):
     runs, shift, low, high = {}, 0, 0, 0        # the shifts of the window to run, and of the lowest/highest
     for extension in range(b.max_extend + 1):
         window = lr_grid(optimizer, b, shift)    # a whole window per sweep: one compiled shape
-        res = _sweep(tr, b, task, master, window, tune_seeds)
+        res = _sweep(tr, b, task, master, window, tune_seeds, "val")
         for i, lr in enumerate(window):
             runs[lr] = [{"val": r["val"][i], "diverged": r["diverged"][i]} for r in res]
         lrs = sorted(runs)
@@ -285,10 +303,21 @@ def cell(method: str, optimizer: str, task: str, master: int, b: Budget, cfg=Non
     a choice and none is spent on an lr that was not picked.
 
     Returns ``{"lrs", "pick" (per record), "at_edge" (per record), "points" (record, draw·score seed),
-    "acc" (same), "val" (record, lr), "diverged" (count of runs)}``; ``points[k]`` are the scoring seeds'
+    "acc" (same), "val" (record, lr), "diverged" (count of runs that diverged; a scoring run up to the
+    last budget it scores)}``; ``points[k]`` are the scoring seeds'
     points at the lr picked for record ``k``, ordered draw-major (pairs across methods).
     """
     return _cell(method, optimizer, task, int(master), b, cfg, trainer)
+
+
+def stopped_at(tr: Trainer, steps: int) -> Trainer:
+    """The trainer's runs stopped after ``steps`` (a multiple of its stride): their records are the first
+    records of the full runs (a step's batch and dropout keys depend on the seed and the step alone), at a
+    fraction of the cost. A scoring run needs no step after the last budget that picked its lr. A trainer
+    whose runs depend on the whole budget (AdaLoRA's rank schedule) is returned unchanged."""
+    if steps >= tr.steps or getattr(tr._cfg(), "adapter", None) == "adalora":
+        return tr
+    return dataclasses.replace(tr, steps=steps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -297,7 +326,8 @@ def _cell(method, optimizer, task, master, b, cfg, trainer) -> dict:
     lrs, val, picks, diverged = _tune(tr, b, task, master, optimizer)
     scored = {}
     for p in sorted(set(int(p) for p in picks[1:])):      # record 0 (step 0) is the base model at any lr
-        scored[p] = _sweep(tr, b, task, master, [lrs[p]], score_seeds)
+        last = max(k for k, q in enumerate(picks) if k > 0 and q == p)     # the last record that picked it
+        scored[p] = _sweep(stopped_at(tr, last * b.stride), b, task, master, [lrs[p]], score_seeds, "test")
         diverged += sum(int(np.sum(r["diverged"] >= 0)) for r in scored[p])
     scored[0] = scored.get(0, scored[int(picks[1])])
     points = np.array([np.concatenate([r["points"][0, :, k] for r in scored[int(p)]]) for k, p in enumerate(picks)])

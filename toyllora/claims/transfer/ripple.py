@@ -80,7 +80,7 @@ def _trainer(s: float, depth: str, optimizer: str, b: T.Budget) -> Trainer:
     cfg = LoraConfig(rank=b.rank, scaling=float(s), keep=1.0)
     model = tf.TransformerLoRA(cfg, arch, targets=b.targets)
     return Trainer(model, optimizer=_masked_optimizer(optimizer, adapted), steps=b.steps, stride=b.stride,
-                   batch_size=b.batch, metrics=T.split_metrics(b.n_val))
+                   batch_size=b.batch, metrics=T.eval_metrics)
 
 
 def lora_cell(s: float, depth: str, optimizer: str, seed: int, b: T.Budget) -> dict:
