@@ -583,11 +583,17 @@ def test_worker_tasks_spread_the_master_seeds_of_a_folder_heaviest_first():
     assert (["a.x", "a.y"], (0, 1, 2)) in reproduce.worker_tasks(list(claims), (0, 1, 2), claims)
 
 
-def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_records(tmp_path):
+def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_records(tmp_path, monkeypatch):
     """``--jobs 2`` on one claim folder and two master seeds: each seed in a worker process, the records
-    (but timing) and figures are those of one process."""
+    (but timing) and figures are those of one process, and the workers draw the figures (this process
+    draws none)."""
     ids = ["ripple.bound", "ripple.normalization"]
     reproduce.reproduce(tmp_path / "one", fast=True, seeds=(0, 1), only=ids, progress=False, jobs=1)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("this process drew a figure; the pool's workers should")
+
+    monkeypatch.setattr(registry, "draw", not_here)
     res = reproduce.reproduce(tmp_path / "two", fast=True, seeds=(0, 1), only=ids, progress=False, jobs=2)
     assert sorted(res["ran"]) == sorted(ids) and not res["failed"]
     for cid in ids:

@@ -15,8 +15,9 @@ CLI's default) takes one per CPU core on a CPU backend and 1 (this process) on a
 one claim folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``: its claims share runs
 cached in-process) at one master seed, so the master seeds of the heaviest folder spread over the workers; tasks
 are handed out largest first (by the seconds of the last run in ``out_dir`` when known). This process joins a
-claim's seeds and writes its record as soon as all are in. The records are the same as with one process; the
-workers share the compile cache.
+claim's seeds as soon as all are in and hands the claim back to the pool to build, draw and write its record
+(one process drawing every figure was the bottleneck of a warm fast run).
+The records are the same as with one process; the workers share the compile cache.
 A claim whose statistic is a wall-clock timing (``WALL_CLOCK = True``: ``allora.overhead``, ``transfer.overhead``)
 runs in this process after the workers have finished, alone on the machine.
 
@@ -231,6 +232,17 @@ def _measure_task(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder:
     return {"claims": out, "peak_mb": peak_memory_mb()}
 
 
+def _write_task(out_dir: str, cid: str, seeds, fast: bool, measured: dict) -> dict | None:
+    """Build, draw and write one claim's record (:func:`toyllora.harness.registry.write_record`), in a worker
+    once the claim's master seeds are joined: figures are drawn by the pool, not by this process alone.
+    Returns None, or the failure."""
+    try:
+        registry.write_record(cid, seeds, fast, measured, out_dir)
+        return None
+    except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
+        return _failure(registry.all_claims(), cid, e)
+
+
 class _Joiner:
     """Collects a claim's measurements from the tasks of its master seeds; writes its record once all are in
     (or reports the first failure)."""
@@ -239,33 +251,42 @@ class _Joiner:
         self.out_dir, self.seeds, self.fast = out_dir, tuple(seeds), fast
         self.parts = {cid: {} for cid in todo}
         self.results = {}
+        self._joined = set()
 
-    def add(self, cid: str, seeds, got: dict) -> bool:
-        """Add one task's result for ``cid``; True when the claim is finished (written or failed)."""
-        if cid in self.results:
-            return False
+    def join(self, cid: str, seeds, got: dict) -> dict | None:
+        """Add one task's result for ``cid``: the claim's measurement over all its master seeds (in seed
+        order, as :func:`toyllora.harness.registry.write_record` takes it) once every seed is in, else None.
+        A failure goes into ``results`` at once; a claim already joined or failed takes nothing more."""
+        if cid in self.results or cid in self._joined:
+            return None
         if "error" in got:
             self.results[cid] = got
-            return True
+            return None
         self.parts[cid].update(zip(seeds, zip(got["measurements"], [got["seconds"] / len(seeds)] * len(seeds))))
         if len(self.parts[cid]) < len(self.seeds):
-            return False
+            return None
         parts = [self.parts[cid][s] for s in self.seeds]
-        measured = {"measurements": [m for m, _ in parts], "seconds": sum(t for _, t in parts),
-                    "compiler": got["compiler"]}
-        try:
-            registry.write_record(cid, self.seeds, self.fast, measured, self.out_dir)
-            self.results[cid] = None
-        except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
-            self.results[cid] = _failure(registry.all_claims(), cid, e)
-        return True
+        self._joined.add(cid)
+        return {"measurements": [m for m, _ in parts], "seconds": sum(t for _, t in parts),
+                "compiler": got["compiler"]}
+
+    def add(self, cid: str, seeds, got: dict) -> bool:
+        """:meth:`join`, writing the record in this process; True when the claim is finished (written or
+        failed)."""
+        if cid in self.results or cid in self._joined:
+            return False
+        measured = self.join(cid, seeds, got)
+        if measured is not None:
+            self.results[cid] = _write_task(str(self.out_dir), cid, self.seeds, self.fast, measured)
+        return cid in self.results
 
 
 def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                   bar) -> tuple[dict, float | None]:
     """Measure ``todo`` in ``jobs`` worker processes, one claim folder at one master seed per task
     (:func:`worker_tasks`); this process joins each claim's seeds and writes its record as soon as all are
-    in. Returns ``({id: None | failure}, the largest peak memory of a worker in MiB or None)``."""
+    in and hands the record and its figure to the pool (:func:`_write_task`). Returns ``({id: None | failure},
+    the largest peak memory of a worker in MiB or None)``."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -281,23 +302,41 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
     joiner, peaks = _Joiner(out_dir, todo, seeds, fast), []
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        futures = {pool.submit(_measure_task, str(out_dir), g, s, fast, compile_cache.folder()): (g, s)
+        # a measuring task per (folder, seeds); once a claim's seeds are joined, a writing task (record and
+        # figure) goes to the pool too, so both cores draw figures while the last measurements run
+        futures = {pool.submit(_measure_task, str(out_dir), g, s, fast, compile_cache.folder()): ("measure", g, s)
                    for g, s in tasks}
         try:
-            for fut in cf.as_completed(futures):
-                group, task_seeds = futures[fut]
-                try:
-                    result = fut.result()
-                    got = result["claims"]
-                    if result["peak_mb"] is not None:
-                        peaks.append(result["peak_mb"])
-                except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
-                    got = {cid: {"flaw": claims[cid].flaw, "traceback": "",
-                                 "error": f"worker process failed: {type(e).__name__}: {e}"} for cid in group}
-                done = [cid for cid in group if joiner.add(cid, task_seeds, got[cid])]
-                if done:
-                    bar.update(len(done))
-                bar.set_postfix_str(f"{parse_id(group[0])[0]} seed {','.join(map(str, task_seeds))}", refresh=True)
+            while futures:
+                finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    kind, group, task_seeds = futures.pop(fut)
+                    if kind == "write":
+                        try:
+                            joiner.results[group[0]] = fut.result()
+                        except Exception as e:  # noqa: BLE001 -- a worker that died: the claim failed
+                            joiner.results[group[0]] = {"flaw": claims[group[0]].flaw, "traceback": "",
+                                                        "error": f"worker process failed: {type(e).__name__}: {e}"}
+                        bar.update(1)
+                        continue
+                    try:
+                        result = fut.result()
+                        got = result["claims"]
+                        if result["peak_mb"] is not None:
+                            peaks.append(result["peak_mb"])
+                    except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
+                        got = {cid: {"flaw": claims[cid].flaw, "traceback": "",
+                                     "error": f"worker process failed: {type(e).__name__}: {e}"} for cid in group}
+                    for cid in group:
+                        failed_before = cid in joiner.results
+                        measured = joiner.join(cid, task_seeds, got[cid])
+                        if measured is not None:
+                            futures[pool.submit(_write_task, str(out_dir), cid, joiner.seeds, fast, measured)] = \
+                                ("write", [cid], task_seeds)
+                        elif cid in joiner.results and not failed_before:
+                            bar.update(1)
+                    bar.set_postfix_str(f"{parse_id(group[0])[0]} seed {','.join(map(str, task_seeds))}",
+                                        refresh=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
