@@ -232,6 +232,11 @@ def _measure_task(out_dir: str, ids: list[str], seeds, fast: bool, cache_folder:
     return {"claims": out, "peak_mb": peak_memory_mb()}
 
 
+def _worker_died(claims, cid, e) -> dict:
+    """The failure of a claim whose worker process died (its task raised in the pool)."""
+    return {"flaw": claims[cid].flaw, "traceback": "", "error": f"worker process failed: {type(e).__name__}: {e}"}
+
+
 def _write_task(out_dir: str, cid: str, seeds, fast: bool, measured: dict) -> dict | None:
     """Build, draw and write one claim's record (:func:`toyllora.harness.registry.write_record`), in a worker
     once the claim's master seeds are joined: figures are drawn by the pool, not by this process alone.
@@ -244,8 +249,9 @@ def _write_task(out_dir: str, cid: str, seeds, fast: bool, measured: dict) -> di
 
 
 class _Joiner:
-    """Collects a claim's measurements from the tasks of its master seeds; writes its record once all are in
-    (or reports the first failure)."""
+    """Collects a claim's measurements from the tasks of its master seeds: :meth:`join` gives the joined
+    measurement once all are in (the first failure goes into ``results``); :meth:`add` also writes the record
+    in this process."""
 
     def __init__(self, out_dir: Path, todo, seeds, fast: bool):
         self.out_dir, self.seeds, self.fast = out_dir, tuple(seeds), fast
@@ -284,8 +290,8 @@ class _Joiner:
 def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                   bar) -> tuple[dict, float | None]:
     """Measure ``todo`` in ``jobs`` worker processes, one claim folder at one master seed per task
-    (:func:`worker_tasks`); this process joins each claim's seeds and writes its record as soon as all are
-    in and hands the record and its figure to the pool (:func:`_write_task`). Returns ``({id: None | failure},
+    (:func:`worker_tasks`); this process joins each claim's seeds and, as soon as all are in, hands the claim
+    back to the pool to build, draw and write its record (:func:`_write_task`). Returns ``({id: None | failure},
     the largest peak memory of a worker in MiB or None)``."""
     import concurrent.futures as cf
     import multiprocessing
@@ -315,8 +321,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                         try:
                             joiner.results[group[0]] = fut.result()
                         except Exception as e:  # noqa: BLE001 -- a worker that died: the claim failed
-                            joiner.results[group[0]] = {"flaw": claims[group[0]].flaw, "traceback": "",
-                                                        "error": f"worker process failed: {type(e).__name__}: {e}"}
+                            joiner.results[group[0]] = _worker_died(claims, group[0], e)
                         bar.update(1)
                         continue
                     try:
@@ -325,8 +330,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                         if result["peak_mb"] is not None:
                             peaks.append(result["peak_mb"])
                     except Exception as e:  # noqa: BLE001 -- a worker that died: its claims failed
-                        got = {cid: {"flaw": claims[cid].flaw, "traceback": "",
-                                     "error": f"worker process failed: {type(e).__name__}: {e}"} for cid in group}
+                        got = {cid: _worker_died(claims, cid, e) for cid in group}
                     for cid in group:
                         failed_before = cid in joiner.results
                         measured = joiner.join(cid, task_seeds, got[cid])
