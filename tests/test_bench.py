@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toyllora.harness import bench, bench_allora, bench_engine, bench_timing, bench_torch, cli
+from toyllora.harness import bench, bench_allora, bench_engine, bench_timing, bench_torch, bench_workers, cli
 
 
 def test_median_ci_covers_the_median_and_interleaved_times_every_candidate():
@@ -79,6 +79,21 @@ def test_step_table_and_aims_read_a_result():
     a = bench.aims({"engine": eng, "allora": {"cases": [case]}})
     assert a["small_vs_peft_eager"]["met"] is True and a["medium_matmul_share"]["met"] is False
     assert a["medium_vs_peft_eager"]["met"] is None and a["allora_over_lora"]["met"] is True
+
+
+def test_worker_scaling_times_a_job_alone_and_in_concurrent_processes_and_reports_a_dead_worker():
+    r = bench_workers.scaling(fast=True, jobs=2, which=("python",))
+    v = r["rows"]["python"]
+    assert r["jobs"] == 2 and len(v["together_s"]) == 2 and v["alone_s"] > 0 and min(v["together_s"]) > 0
+    assert v["scaling"] == pytest.approx(2 * v["alone_s"] / np.median(v["together_s"]))
+    rows = bench_workers.table(r)
+    assert rows[0][3] == "throughput of 2 / of 1" and rows[1][0] == "python" and len(rows) == 2
+    with pytest.raises(RuntimeError, match="failed before timing: ValueError: job: unknown value"):
+        bench_workers._together("no-such-job", 1, 1)
+    with pytest.raises(ValueError, match="jobs: must be an integer >= 1"):
+        bench_workers.scaling(jobs=0)
+    with pytest.raises(ValueError, match="job: unknown value 'gpu'"):
+        bench_workers.scaling(which=("gpu",))
 
 
 def test_jax_and_pytorch_peft_compute_the_same_loss_and_gradients():

@@ -13,6 +13,8 @@ What one run measures (every comparison in interleaved rounds, medians with 95 %
   (:mod:`toyllora.harness.bench_transformer`);
 * scaling with seeds, width and depth, and the sharded sweep on 1, 2, 4 devices
   (:mod:`toyllora.harness.bench_scale`), as tables and a log–log plot ``<out stem>_scale.png``;
+* how far ``reproduce --jobs N`` can go here: a matmul, the transformer sweep and a Python loop, alone and in
+  one process per core (:mod:`toyllora.harness.bench_workers`; full mode only);
 * on a GPU, the bf16-matmul variants (``jax.default_matmul_precision`` and bf16 inputs).
 
 The aims of issue 15 are checked at the end (reported, never asserted): small toy ≥ 25× PEFT eager per
@@ -46,7 +48,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from toyllora.harness import bench_allora, bench_engine, bench_scale, bench_timing, bench_transformer, io
+from toyllora.harness import (bench_allora, bench_engine, bench_scale, bench_timing, bench_transformer, bench_workers,
+                              io)
 
 AGAINST = ("peft",)
 AIMS = {  # name: (description, target, "min" = at least / "max" = at most)
@@ -283,6 +286,12 @@ def _print_report(result: dict) -> None:
                              f"{r['overhead']:.2f}") for r in sh["rows"]]))
     else:
         print(f"sharding: {sh}")
+    w = result.get("workers")
+    if isinstance(w, dict):
+        print(f"one process per core ({w['jobs']} together) against one alone, one XLA thread each:")
+        print(format_table(bench_workers.table(w)))
+    elif w:
+        print(f"workers: {w}")
     if result.get("precision"):
         print(format_table([("precision variant", "ms per unit [95% CI]", "GFLOP/s")] +
                            [(k, fmt_ci(v["ms_per_unit"], digits=4), f"{v['gflops']:.1f}")
@@ -371,6 +380,8 @@ def main(out="results/bench.json", fast: bool = False, against: str | None = Non
                             if spec[2 if fast else 1]} if scale else {})
     result["sharding"] = (bench_scale.sharding() if scale and not fast else
                           "skipped (--fast)" if scale else "skipped")
+    result["workers"] = (bench_workers.scaling() if scale and not fast and not gpu else
+                         "skipped (--fast)" if fast else "skipped (GPU)" if gpu else "skipped")
     result["precision"] = precision(fast) if gpu else None
     result["aims"] = aims(result)
     result["machine"]["load_end"] = bench_timing.load()
