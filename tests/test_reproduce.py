@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyllora.claims import VERDICTS, Setup
+from toyllora.claims import VERDICTS, Setup, parse_id
 from toyllora.harness import io, registry, report, reproduce
 
 RECORD_KEYS = {"id", "statement", "source", "rule", "verdict", "measurements", "figures", "config", "versions",
@@ -583,6 +583,25 @@ def test_worker_tasks_spread_the_master_seeds_of_a_folder_heaviest_first():
     assert (["a.x", "a.y"], (0, 1, 2)) in reproduce.worker_tasks(list(claims), (0, 1, 2), claims)
 
 
+def test_a_new_folder_orders_its_tasks_by_the_shipped_seconds_and_its_own_timing_file_once_of_its_mode(tmp_path):
+    """A results folder without a timing file of the run's mode orders the pool by the seconds shipped with
+    toyllora (which name registered claims only): the transfer rung, the heaviest folder of a full run, comes
+    first, where by claim counts it came third. A timing file of the other mode is not used; one of the same
+    mode is."""
+    claims = registry.all_claims()
+    shipped = json.loads(reproduce.HINTS_FILE.read_text())
+    for mode in ("full", "fast"):
+        assert set(shipped[mode]) <= set(claims) and all(v >= 0 for v in shipped[mode].values())
+    w, n = reproduce.task_weights(tmp_path, fast=False)
+    assert w == shipped["full"] and n == 1
+    first = reproduce.worker_tasks(list(claims), (0, 1), claims, w, n)[0][0]
+    assert {parse_id(c)[0] for c in first} == {"transfer"}
+    assert reproduce.folder_groups(list(claims))[0][0].startswith("allora.")    # by claim counts
+    io.write_json(tmp_path / reproduce.TIMING_FILE, {"fast": True, "master_seeds": [0], "claim_seconds": {"a.x": 1}})
+    assert reproduce.task_weights(tmp_path, fast=False)[0] == shipped["full"]
+    assert reproduce.task_weights(tmp_path, fast=True) == ({"a.x": 1}, 1)
+
+
 def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_records(tmp_path, monkeypatch):
     """``--jobs 2`` on one claim folder and two master seeds: each seed in a worker process, the records
     (but timing) and figures are those of one process, and the workers draw the figures (this process
@@ -603,6 +622,26 @@ def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_recor
         assert list(rec["verdicts_by_seed"]) == ["0", "1"]
         assert all((tmp_path / "two" / f).exists() for f in rec["figures"])
     assert not io.stale_temps(tmp_path / "two")
+
+
+def test_one_process_releases_each_folders_caches_when_the_next_folder_starts(fakes, monkeypatch, tmp_path):
+    """``--jobs 1`` does what a worker does between claim folders (one process holding every folder's compiled
+    programs died in the transfer rung of a full run: LLVM "Unable to allocate section memory"), with the
+    claims of a folder kept together; the records are those of a run that releases nothing."""
+    claims, _ = fakes
+    released, events = [], []
+    run = registry.run
+    monkeypatch.setattr(reproduce, "release_folder_caches", released.append)
+    monkeypatch.setattr(registry, "run", lambda cid, **kw: (events.append(cid), run(cid, **kw))[1])
+    reproduce.reproduce(tmp_path / "a", fast=True, progress=False, jobs=1)
+    assert events == list(claims) and released == ["dropout", "zeroinit"]
+    released.clear(), events.clear()
+    only = ["dropout.fake-one", "ripple.fake-three", "zeroinit.fake-two"]
+    reproduce.reproduce(tmp_path / "b", fast=True, progress=False, jobs=1, only=only)
+    assert events == only and released == ["dropout", "ripple"]
+    for cid in claims:
+        assert without_timing((tmp_path / "a" / f"{cid}.json").read_text()) == \
+            without_timing((tmp_path / "b" / f"{cid}.json").read_text())
 
 
 def test_a_worker_releases_the_caches_of_a_folder_it_has_finished(monkeypatch):

@@ -14,9 +14,11 @@ redrawn from the record without rerunning. ``force=True`` reruns anyway.
 CLI's default) takes one per CPU core on a CPU backend and 1 (this process) on an accelerator. A worker's task is
 one claim folder (``zeroinit``, ``dropout``, ``ripple``, ``allora``, ``lora``, ``transfer``: its claims share runs
 cached in-process) at one master seed, so the master seeds of the heaviest folder spread over the workers; tasks
-are handed out largest first (by the seconds of the last run in ``out_dir`` when known). This process joins a
+are handed out largest first (by the seconds of the last run of the same mode in ``out_dir``, else by those
+shipped with toyllora, :func:`task_weights`). This process joins a
 claim's seeds as soon as all are in and hands the claim back to the pool to build, draw and write its record
-(one process drawing every figure was the bottleneck of a warm fast run).
+(one process drawing every figure was the bottleneck of a warm fast run). With one process (``jobs=1``) the
+claims run folder by folder, each folder's caches released when the next starts, as in a worker.
 The records are the same as with one process; the workers share the compile cache.
 A claim whose statistic is a wall-clock timing (``WALL_CLOCK = True``: ``allora.overhead``, ``transfer.overhead``)
 runs in this process after the workers have finished, alone on the machine.
@@ -141,6 +143,19 @@ def folder_groups(ids, weights: dict | None = None) -> list[list[str]]:
     return sorted(groups.values(), key=weight, reverse=True)
 
 
+def by_folder(ids) -> list[str]:
+    """The ids with each claim folder's claims together, folders in order of first appearance (claims of a
+    folder share in-process runs, released when the next folder starts).
+
+    >>> by_folder(["a.x", "b.y", "a.z"])
+    ['a.x', 'a.z', 'b.y']
+    """
+    rank = {}
+    for cid in ids:
+        rank.setdefault(parse_id(cid)[0], len(rank))
+    return sorted(ids, key=lambda c: rank[parse_id(c)[0]])
+
+
 def _failure(claims, cid, e) -> dict:
     line = traceback.format_exception_only(type(e), e)[-1].strip()
     return {"flaw": claims[cid].flaw, "error": line, "traceback": traceback.format_exc()}
@@ -152,6 +167,31 @@ def _run_claim(claims, cid, seeds, fast: bool, out_dir, progress) -> tuple[dict 
         return registry.run(cid, seeds=seeds, fast=fast, out_dir=out_dir, progress=progress), None
     except Exception as e:  # noqa: BLE001 -- a failing claim is reported, the others still run
         return None, _failure(claims, cid, e)
+
+
+HINTS_FILE = Path(__file__).with_name("claim_seconds.json")
+
+
+def task_weights(out_dir, fast: bool) -> tuple[dict, int]:
+    """``(claim seconds, over how many master seeds)`` to order the pool's tasks by: the folder's own
+    ``reproduce_time.json`` when it is of the same mode, else the seconds shipped with toyllora
+    (``claim_seconds.json``, per seed, from a measured run). Without them a new folder ran the transfer rung,
+    a third of a full run, last: its five tasks on two workers made the tail.
+
+    >>> w, n = task_weights("/nonexistent", fast=False)
+    >>> n, w["transfer.zeroinit-escape"] > w["dropout.crossover"]
+    (1, True)
+    """
+    try:
+        timing = json.loads((Path(out_dir) / TIMING_FILE).read_text())
+        if bool(timing.get("fast")) == bool(fast) and isinstance(timing.get("claim_seconds"), dict):
+            return timing["claim_seconds"], len(timing.get("master_seeds", [0]))
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+        pass
+    try:
+        return dict(json.loads(HINTS_FILE.read_text())["fast" if fast else "full"]), 1
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return {}, 1
 
 
 def worker_tasks(ids, seeds, claims: dict, weights: dict | None = None,
@@ -298,11 +338,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
 
     from toyllora import compile_cache
 
-    try:
-        timing = json.loads((out_dir / TIMING_FILE).read_text())
-        weights, weight_seeds = timing.get("claim_seconds", {}), len(timing.get("master_seeds", [0]))
-    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
-        weights, weight_seeds = {}, 1
+    weights, weight_seeds = task_weights(out_dir, fast)
     claims = registry.all_claims()
     tasks = worker_tasks(todo, seeds, claims, weights if isinstance(weights, dict) else {}, weight_seeds)
     joiner, peaks = _Joiner(out_dir, todo, seeds, fast), []
@@ -395,7 +431,14 @@ def reproduce(out_dir="results", *, fast=False, seeds=None, force=False, only=No
                 continue
             records[cid] = json.loads((out_dir / f"{cid}.json").read_text())
             ran.append(cid)
-    for cid in alone:
+    folder = None
+    for cid in by_folder(alone):
+        if folder not in (None, parse_id(cid)[0]):
+            # what workers do between folders: one process holding every folder's compiled programs hit
+            # the kernel's limit on memory mappings (LLVM: "Unable to allocate section memory") in the
+            # transfer rung of a full run with --jobs 1
+            release_folder_caches(folder)
+        folder = parse_id(cid)[0]
         bar.set_postfix_str(cid, refresh=True)
         rec, fail = _run_claim(claims, cid, seeds, fast, out_dir, progress)
         if fail is None:
