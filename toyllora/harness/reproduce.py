@@ -136,11 +136,16 @@ def folder_groups(ids, weights: dict | None = None) -> list[list[str]]:
     weights = dict(weights or {})
     known = [float(weights[i]) for i in ids if i in weights]
     default = sum(known) / len(known) if known else 1.0
+    weight = lambda g: sum(float(weights.get(i, default)) for i in g)
+    return sorted(_groups(ids), key=weight, reverse=True)
+
+
+def _groups(ids) -> list[list[str]]:
+    """The ids grouped by claim folder, folders in order of first appearance."""
     groups: dict[str, list[str]] = {}
     for cid in ids:
         groups.setdefault(parse_id(cid)[0], []).append(cid)
-    weight = lambda g: sum(float(weights.get(i, default)) for i in g)
-    return sorted(groups.values(), key=weight, reverse=True)
+    return list(groups.values())
 
 
 def by_folder(ids) -> list[str]:
@@ -150,10 +155,7 @@ def by_folder(ids) -> list[str]:
     >>> by_folder(["a.x", "b.y", "a.z"])
     ['a.x', 'a.z', 'b.y']
     """
-    rank = {}
-    for cid in ids:
-        rank.setdefault(parse_id(cid)[0], len(rank))
-    return sorted(ids, key=lambda c: rank[parse_id(c)[0]])
+    return [cid for group in _groups(ids) for cid in group]
 
 
 def _failure(claims, cid, e) -> dict:
@@ -340,7 +342,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
 
     weights, weight_seeds = task_weights(out_dir, fast)
     claims = registry.all_claims()
-    tasks = worker_tasks(todo, seeds, claims, weights if isinstance(weights, dict) else {}, weight_seeds)
+    tasks = worker_tasks(todo, seeds, claims, weights, weight_seeds)
     joiner, peaks = _Joiner(out_dir, todo, seeds, fast), []
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
     with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
