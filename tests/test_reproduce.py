@@ -602,6 +602,27 @@ def test_a_new_folder_orders_its_tasks_by_the_shipped_seconds_and_its_own_timing
     assert reproduce.task_weights(tmp_path, fast=True) == ({"a.x": 1}, 1)
 
 
+def test_a_free_worker_starts_no_second_seed_of_a_folder_still_compiling_its_first():
+    """Two workers on a full run's tasks, each task starting when a worker comes free: a claim folder's
+    later master seeds start only once one of its tasks has finished (its programs are then in the compile
+    cache), unless nothing else is left; every task starts once, and the heaviest folder first."""
+    claims = registry.all_claims()
+    tasks = reproduce.worker_tasks(list(claims), (0, 1, 2, 3, 4), claims, *reproduce.task_weights("/none", False))
+    pending, running, finished, order = list(tasks), [], set(), []
+    while pending or running:
+        while len(running) < 2 and pending:
+            cold = {parse_id(g[0])[0] for g, _ in running} - finished
+            task = pending.pop(reproduce.next_task(pending, cold))
+            alternatives = [t for t in pending if parse_id(t[0][0])[0] not in cold]
+            assert parse_id(task[0][0])[0] not in cold or not alternatives, (task, cold)
+            running.append(task), order.append(task)
+        done = running.pop(0)                      # the older task finishes first
+        finished.add(parse_id(done[0][0])[0])
+    assert sorted(order, key=str) == sorted(tasks, key=str) and order[0] == tasks[0]
+    assert parse_id(order[1][0][0])[0] != parse_id(order[0][0][0])[0]    # not the first folder's seed 1
+    assert reproduce.next_task([(["a.x"], (1,)), (["b.y"], (0,))], cold_running=set()) == 0
+
+
 def test_end_to_end_jobs_split_the_master_seeds_over_workers_with_the_same_records(tmp_path, monkeypatch):
     """``--jobs 2`` on one claim folder and two master seeds: each seed in a worker process, the records
     (but timing) and figures are those of one process, and the workers draw the figures (this process

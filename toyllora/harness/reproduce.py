@@ -216,6 +216,24 @@ def worker_tasks(ids, seeds, claims: dict, weights: dict | None = None,
     return tasks
 
 
+def next_task(pending, cold_running) -> int:
+    """Index in ``pending`` (tasks ``(ids, seeds)`` in order of preference) of the task a free worker starts:
+    the first whose claim folder has no task running before any of its tasks has finished (``cold_running``:
+    such folders). Two workers starting one folder's master seeds together compiled its programs twice, since
+    the compile cache is written only as each finishes compiling; a folder's later seeds load them instead.
+    When every pending task is of such a folder, the first one still starts (a core is not left idle).
+
+    >>> next_task([(["t.a"], (1,)), (["t.a"], (2,)), (["d.b"], (0,))], cold_running={"t"})
+    2
+    >>> next_task([(["t.a"], (1,))], cold_running={"t"})
+    0
+    """
+    for i, (ids, _) in enumerate(pending):
+        if parse_id(ids[0])[0] not in cold_running:
+            return i
+    return 0
+
+
 _WORKER = {"folder": None}   # the claim folder a worker process measured last
 
 
@@ -332,8 +350,9 @@ class _Joiner:
 def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                   bar) -> tuple[dict, float | None]:
     """Measure ``todo`` in ``jobs`` worker processes, one claim folder at one master seed per task
-    (:func:`worker_tasks`); this process joins each claim's seeds and, as soon as all are in, hands the claim
-    back to the pool to build, draw and write its record (:func:`_write_task`). Returns ``({id: None | failure},
+    (:func:`worker_tasks`, started in the order :func:`next_task` picks as workers come free); this process
+    joins each claim's seeds and, as soon as all are in, hands the claim back to the pool, ahead of the
+    measuring tasks left, to build, draw and write its record (:func:`_write_task`). Returns ``({id: None | failure},
     the largest peak memory of a worker in MiB or None)``."""
     import concurrent.futures as cf
     import multiprocessing
@@ -344,13 +363,28 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
     claims = registry.all_claims()
     tasks = worker_tasks(todo, seeds, claims, weights, weight_seeds)
     joiner, peaks = _Joiner(out_dir, todo, seeds, fast), []
+    workers = min(jobs, len(tasks))
+    pending, writes, futures = list(tasks), [], {}
+    started, finished_folders = set(), set()   # folders with a task started / a measuring task finished
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: JAX is not fork-safe
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        # a measuring task per (folder, seeds); once a claim's seeds are joined, a writing task (record and
-        # figure) goes to the pool too, so both cores draw figures while the last measurements run
-        futures = {pool.submit(_measure_task, str(out_dir), g, s, fast, compile_cache.folder()): ("measure", g, s)
-                   for g, s in tasks}
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+
+        def fill():
+            # a task goes to the pool only when a worker is free, so the order is chosen here: writing tasks
+            # (record and figure, of a claim whose seeds are joined) first, then measuring tasks by next_task
+            while len(futures) < workers and (writes or pending):
+                if writes:
+                    cid, measured = writes.pop(0)
+                    futures[pool.submit(_write_task, str(out_dir), cid, joiner.seeds, fast, measured)] = \
+                        ("write", [cid], None)
+                    continue
+                group, task_seeds = pending.pop(next_task(pending, started - finished_folders))
+                started.add(parse_id(group[0])[0])
+                futures[pool.submit(_measure_task, str(out_dir), group, task_seeds, fast,
+                                    compile_cache.folder())] = ("measure", group, task_seeds)
+
         try:
+            fill()
             while futures:
                 finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
@@ -362,6 +396,7 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                             joiner.results[group[0]] = _worker_died(claims, group[0], e)
                         bar.update(1)
                         continue
+                    finished_folders.add(parse_id(group[0])[0])
                     try:
                         result = fut.result()
                         got = result["claims"]
@@ -373,12 +408,12 @@ def _run_parallel(out_dir: Path, todo: list[str], seeds, fast: bool, jobs: int,
                         failed_before = cid in joiner.results
                         measured = joiner.join(cid, task_seeds, got[cid])
                         if measured is not None:
-                            futures[pool.submit(_write_task, str(out_dir), cid, joiner.seeds, fast, measured)] = \
-                                ("write", [cid], task_seeds)
+                            writes.append((cid, measured))
                         elif cid in joiner.results and not failed_before:
                             bar.update(1)
                     bar.set_postfix_str(f"{parse_id(group[0])[0]} seed {','.join(map(str, task_seeds))}",
                                         refresh=True)
+                fill()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
